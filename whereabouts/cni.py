@@ -1,0 +1,260 @@
+"""The CNI boundary: env + stdin in, one result or error JSON out, an exit code.
+
+The only place that prints and the only place that maps exceptions to CNI error
+codes. Imports are deferred so that VERSION never loads HTTP or Kubernetes code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import sys
+import time
+from typing import Any, TextIO
+
+from whereabouts.errors import CNIError, DecodeFailure, IncompatibleVersion, InvalidConfig, InvalidEnvironment
+
+SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+LATEST = SUPPORTED_VERSIONS[-1]
+COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")
+INTERNAL_ERROR = 110
+MAX_STDIN = 4 << 20
+_CONTAINER_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
+
+
+class Invocation:
+    """What the runtime handed us, validated."""
+
+    def __init__(self, env: dict[str, str], stdin: bytes) -> None:
+        self.env = env
+        self.command = env.get("CNI_COMMAND", "")
+        self.cni_version = LATEST
+        if not self.command:
+            raise InvalidEnvironment(
+                "required env variable CNI_COMMAND is missing (operator commands: whereabouts --help)"
+            )
+        if self.command not in COMMANDS:
+            raise InvalidEnvironment(f"CNI_COMMAND={self.command!r} is not one of {', '.join(COMMANDS)}")
+        self.netconf = self._decode(stdin)
+        self.container_id = env.get("CNI_CONTAINERID", "")
+        self.ifname = env.get("CNI_IFNAME", "")
+        self.netns = env.get("CNI_NETNS", "")
+
+    def _decode(self, stdin: bytes) -> dict[str, Any]:
+        if self.command == "VERSION" and not stdin.strip():
+            return {"cniVersion": LATEST}
+        if len(stdin) > MAX_STDIN:
+            raise DecodeFailure(f"network config on stdin is larger than {MAX_STDIN} bytes")
+        try:
+            conf = json.loads(stdin)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise DecodeFailure(f"cannot decode the network config on stdin: {e}") from None
+        if not isinstance(conf, dict):
+            raise DecodeFailure("the network config on stdin must be a JSON object")
+        version = conf.get("cniVersion")
+        if isinstance(version, str) and version in SUPPORTED_VERSIONS:
+            self.cni_version = version
+        elif self.command != "VERSION":
+            raise IncompatibleVersion(
+                f"cniVersion {version!r} is not supported; supported: {', '.join(SUPPORTED_VERSIONS)}"
+            )
+        return conf
+
+    def require_env(self) -> None:
+        needs = {"ADD": ("CONTAINERID", "NETNS", "IFNAME"), "CHECK": ("CONTAINERID", "NETNS", "IFNAME"),
+                 "DEL": ("CONTAINERID", "IFNAME")}.get(self.command, ())
+        for name in needs:
+            if not self.env.get(f"CNI_{name}"):
+                raise InvalidEnvironment(f"required env variable CNI_{name} is missing")
+        if "CONTAINERID" in needs and not _CONTAINER_ID.match(self.container_id):
+            raise InvalidEnvironment(f"CNI_CONTAINERID={self.container_id!r} is not a valid container id")
+        if "IFNAME" in needs:
+            name = self.ifname
+            if len(name) > 15 or name in (".", "..") or any(c in name for c in "/: \t\n\r"):
+                raise InvalidEnvironment(f"CNI_IFNAME={name!r} is not a valid interface name")
+        minimum = {"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}.get(self.command)
+        if minimum and _version_tuple(self.cni_version) < _version_tuple(minimum):
+            raise IncompatibleVersion(f"{self.command} needs cniVersion {minimum} or later, the config has {self.cni_version}")
+
+
+# --- results --------------------------------------------------------------------------
+
+
+def version_result(version: str) -> dict[str, Any]:
+    return {"cniVersion": version, "supportedVersions": list(SUPPORTED_VERSIONS)}
+
+
+def error_result(version: str, code: int, msg: str, details: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {"cniVersion": version, "code": code, "msg": msg}
+    if details:
+        out["details"] = details
+    return out
+
+
+def add_result(version: str, config: Any, assigned: list[Any]) -> dict[str, Any]:
+    """The ADD result: one ip per range in configured order, then the static `addresses`."""
+    legacy = _version_tuple(version) < (1, 0, 0)
+    ips: list[dict[str, str]] = []
+
+    def entry(address: str, ip_version: int, gateway: Any) -> None:
+        ip: dict[str, str] = {"address": address}
+        if legacy:
+            ip["version"] = str(ip_version)
+        if gateway is not None and gateway.version == ip_version:
+            ip["gateway"] = str(gateway)
+        ips.append(ip)
+
+    for a in assigned:
+        entry(f"{a.address}/{a.rng.network.prefixlen}", a.rng.version, config.gateway)
+    for static in config.addresses:
+        entry(str(static.interface), static.interface.version, static.gateway)
+    result: dict[str, Any] = {"cniVersion": version, "ips": ips}
+    if config.routes:
+        result["routes"] = [dict(r) for r in config.routes]
+    result["dns"] = dict(config.dns)
+    return result
+
+
+# --- the verbs ------------------------------------------------------------------------
+
+
+def _node_name(env: dict[str, str]) -> str:
+    return env.get("NODENAME") or env.get("WHEREABOUTS_NODE_NAME") or socket.gethostname()
+
+
+def _prev_ips(netconf: dict[str, Any]) -> list[Any]:
+    import ipaddress
+
+    prev = netconf.get("prevResult")
+    if not isinstance(prev, dict) or not isinstance(prev.get("ips"), list):
+        raise InvalidConfig("CHECK needs a prevResult with an 'ips' list")
+    out = []
+    for i, ip in enumerate(prev["ips"]):
+        try:
+            out.append(ipaddress.ip_interface(ip["address"]).ip)
+        except (KeyError, TypeError, ValueError):
+            raise InvalidConfig(f"prevResult.ips[{i}] has no valid 'address'") from None
+    return out
+
+
+def _valid_attachments(netconf: dict[str, Any]) -> set[tuple[str, str]]:
+    raw = netconf.get("cni.dev/valid-attachments", netconf.get("cni.dev/attachments"))
+    if raw is None:
+        raise InvalidConfig("GC needs cni.dev/valid-attachments in the config")
+    if not isinstance(raw, list):
+        raise InvalidConfig("cni.dev/valid-attachments must be a list")
+    valid = set()
+    for i, att in enumerate(raw):
+        if not isinstance(att, dict) or not isinstance(att.get("containerID"), str):
+            raise InvalidConfig(f"cni.dev/valid-attachments[{i}] needs a 'containerID' string")
+        valid.add((att["containerID"], str(att.get("ifname") or "")))
+    return valid
+
+
+def execute(inv: Invocation, log_holder: list[Any]) -> dict[str, Any] | None:
+    """Run one verb. Returns the JSON to print on success (None for nothing)."""
+    if inv.command == "VERSION":
+        return version_result(inv.cni_version)
+    inv.require_env()
+
+    from whereabouts.config import load_ipam, parse_cni_args, requested_ips
+    from whereabouts.log import open_log
+
+    cni_args = parse_cni_args(inv.env.get("CNI_ARGS", ""))
+    config = load_ipam(inv.netconf)
+    log = open_log(config.log_file, config.log_level)
+    log_holder.append(log)
+    podref = ""
+    if cni_args.get("K8S_POD_NAMESPACE") and cni_args.get("K8S_POD_NAME"):
+        podref = f"{cni_args['K8S_POD_NAMESPACE']}/{cni_args['K8S_POD_NAME']}"
+    log.bind(verb=inv.command, container_id=inv.container_id, ifname=inv.ifname, pod=podref,
+             ranges=[r.cidr for r in config.ranges])
+    request_source, requested = requested_ips(inv.netconf, cni_args) if inv.command == "ADD" else ("", ())
+
+    from whereabouts import kubeconfig
+    from whereabouts.allocator import match_requests
+    from whereabouts.ipam import IPAM
+    from whereabouts.kubeapi import KubeAPI
+    from whereabouts.pool import Allocation
+    from whereabouts.store import Store
+
+    matched = match_requests(config.ranges, requested, request_source) if requested else {}
+    deadline = time.monotonic() + config.lock_timeout_ms / 1000
+    api = KubeAPI(kubeconfig.load(config.kubeconfig), deadline)
+    identity = f"{_node_name(inv.env)}/{os.getpid()}/{inv.container_id[:12] or inv.command.lower()}"
+    ipam = IPAM(config, Store(api), identity, deadline, log)
+    try:
+        if inv.command == "ADD":
+            owner = Allocation(inv.container_id, podref, inv.ifname)
+            assigned = ipam.add(owner, matched)
+            log.info("done", outcome="ok", addresses=[str(a.address) for a in assigned],
+                     reused=[not a.new for a in assigned], **_stats(ipam, api))
+            return add_result(inv.cni_version, config, assigned)
+        if inv.command == "DEL":
+            freed = ipam.delete(inv.container_id, inv.ifname)
+            log.info("done", outcome="ok", addresses=freed, **_stats(ipam, api))
+            return None
+        if inv.command == "CHECK":
+            ipam.check(inv.container_id, inv.ifname, _prev_ips(inv.netconf))
+            log.info("done", outcome="ok", **_stats(ipam, api))
+            return None
+        if inv.command == "GC":
+            freed = ipam.gc(_valid_attachments(inv.netconf))
+            log.info("done", outcome="ok", addresses=freed, **_stats(ipam, api))
+            return None
+        # STATUS
+        from whereabouts.errors import NotAvailable
+
+        try:
+            ipam.status()
+        except CNIError as e:
+            raise NotAvailable(f"whereabouts cannot serve an ADD now: {e.msg}") from None
+        log.info("done", outcome="ok", **_stats(ipam, api))
+        return None
+    finally:
+        api.close()
+
+
+def _stats(ipam: Any, api: Any) -> dict[str, Any]:
+    return {"retries": ipam.stats.retries, "lock_wait": round(ipam.stats.lock_wait, 4), "requests": api.requests}
+
+
+def run(env: dict[str, str], stdin: bytes, out: TextIO) -> int:
+    """The whole invocation. Never raises; returns the process exit code."""
+    started = time.monotonic()
+    version = LATEST
+    logs: list[Any] = []
+    try:
+        inv = Invocation(env, stdin)
+        version = inv.cni_version
+        result = execute(inv, logs)
+        if result is not None:
+            out.write(json.dumps(result) + "\n")
+        return 0
+    except CNIError as e:
+        for log in logs:
+            log.error("done", outcome="error", code=e.code, error=e.msg,
+                      duration=round(time.monotonic() - started, 4))
+        out.write(json.dumps(error_result(version, e.code, e.msg, e.details)) + "\n")
+        return 1
+    except Exception as e:  # noqa: BLE001 - the runtime must get a CNI error, never a traceback
+        import traceback
+
+        for log in logs:
+            log.error("done", outcome="internal error", error=repr(e), traceback=traceback.format_exc())
+        out.write(json.dumps(error_result(version, INTERNAL_ERROR, f"internal error: {type(e).__name__}: {e}")) + "\n")
+        return 1
+
+
+def main() -> int:
+    try:
+        stdin = sys.stdin.buffer.read(MAX_STDIN + 1) if os.environ.get("CNI_COMMAND") != "VERSION" or not sys.stdin.isatty() else b""
+    except OSError:
+        stdin = b""
+    return run(dict(os.environ), stdin, sys.stdout)

@@ -1,0 +1,444 @@
+"""The `ipam` config: merge with the flat file, validate every key, normalize ranges.
+
+Pure apart from reading the flat file: the result is a frozen `IPAMConfig` that the
+rest of the plugin trusts. Every invalid value is an `InvalidConfig` naming the key
+and the value, never silently ignored; unknown keys are ignored as the Go plugin
+ignores them, so configs written for it keep working.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from whereabouts.errors import InvalidConfig, InvalidEnvironment
+from whereabouts.ranges import Address, IPRange, Network, merge_intervals
+
+FLAT_FILE_PATHS = (
+    "/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.conf",
+    "/etc/cni/net.d/whereabouts.d/whereabouts.conf",
+    "/host/etc/cni/net.d/whereabouts.d/whereabouts.conf",
+)
+LOG_LEVELS = ("debug", "verbose", "info", "error", "panic")
+DEFAULT_NODE_LOCK_DIR = "/run/whereabouts"
+# Keys the flat file may not fill in: the Go plugin reads these from inline only.
+INLINE_ONLY_KEYS = ("enable_overlapping_ranges",)
+
+
+@dataclass(frozen=True)
+class StaticAddress:
+    """An entry of `addresses`: returned as configured, never recorded in a pool."""
+
+    interface: ipaddress.IPv4Interface | ipaddress.IPv6Interface
+    gateway: Address | None
+
+
+@dataclass(frozen=True)
+class IPAMConfig:
+    ranges: tuple[IPRange, ...]
+    kubeconfig: str
+    gateway: Address | None = None
+    routes: tuple[dict[str, str], ...] = ()
+    dns: dict[str, Any] = field(default_factory=dict)
+    addresses: tuple[StaticAddress, ...] = ()
+    network_name: str = ""
+    overlapping_ranges: bool = True
+    lease_duration_ms: int = 1500
+    renew_deadline_ms: int = 1000
+    retry_period_ms: int = 500
+    lock_timeout_ms: int = 60000
+    node_lock_dir: str = DEFAULT_NODE_LOCK_DIR
+    log_file: str = ""
+    log_level: str = "verbose"
+    sleep_for_race: float = 0.0
+
+
+def parse_cni_args(raw: str) -> dict[str, str]:
+    """`K1=V1;K2=V2` as the runtimes and Multus write it. The first occurrence of a key wins."""
+    args: dict[str, str] = {}
+    for pair in raw.split(";"):
+        if not pair:
+            continue
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidEnvironment(f"CNI_ARGS: invalid pair {pair!r}, expected KEY=VALUE")
+        args.setdefault(key, value)
+    return args
+
+
+def find_flat_file(inline_path: str | None) -> str | None:
+    """The first existing flat file, starting with the inline `configuration_path`."""
+    candidates = ([inline_path] if inline_path else []) + list(FLAT_FILE_PATHS)
+    for path in candidates:
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def read_flat_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read())
+    except OSError as e:
+        raise InvalidConfig(f"cannot read flat config file {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise InvalidConfig(f"flat config file {path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise InvalidConfig(f"flat config file {path} must hold a JSON object")
+    return data
+
+
+def _is_zero(value: Any) -> bool:
+    return value is None or value == "" or value == 0 or value is False or value == [] or value == {}
+
+
+def merge_flat(inline: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
+    """Fill the keys that `inline` leaves unset (or zero) from `flat`; objects merge key by key."""
+    merged = dict(inline)
+    for key, value in flat.items():
+        if key in INLINE_ONLY_KEYS:
+            continue
+        mine = merged.get(key)
+        if isinstance(mine, dict) and isinstance(value, dict):
+            merged[key] = merge_flat(mine, value)
+        elif _is_zero(mine):
+            merged[key] = value
+    return merged
+
+
+# --- typed field readers -------------------------------------------------------------
+
+
+def _bad(key: str, value: Any, why: str) -> InvalidConfig:
+    return InvalidConfig(f"invalid ipam config: {key}={json.dumps(value)[:200]}: {why}")
+
+
+def _opt_str(conf: dict[str, Any], key: str, default: str = "") -> str:
+    value = conf.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise _bad(key, value, "must be a string")
+    return value
+
+
+def _opt_bool(conf: dict[str, Any], key: str, default: bool) -> bool:
+    value = conf.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise _bad(key, value, "must be true or false")
+    return value
+
+
+def _opt_ms(conf: dict[str, Any], key: str, default: int, minimum: int = 1) -> int:
+    value = conf.get(key)
+    if value is None or value == 0:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= 3_600_000:
+        raise _bad(key, value, f"must be a whole number of milliseconds from {minimum} to 3600000")
+    return value
+
+
+def _list(conf: dict[str, Any], key: str) -> list[Any]:
+    value = conf.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _bad(key, value, "must be a list")
+    return value
+
+
+def _ip(key: str, value: Any) -> Address:
+    if not isinstance(value, str):
+        raise _bad(key, value, "must be an IP address string")
+    try:
+        return ipaddress.ip_address(value.strip())
+    except ValueError:
+        raise _bad(key, value, "is not an IP address") from None
+
+
+def _cidr_or_ip(key: str, value: Any) -> Network:
+    """A CIDR (host bits allowed) or a bare IP, as the network it covers."""
+    if not isinstance(value, str):
+        raise _bad(key, value, "must be a CIDR or IP string")
+    try:
+        return ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise _bad(key, value, "is not a CIDR or IP address") from None
+
+
+def _interface(key: str, value: Any) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+    if not isinstance(value, str) or "/" not in value:
+        raise _bad(key, value, "must be a CIDR such as 10.1.2.3/24")
+    try:
+        return ipaddress.ip_interface(value.strip())
+    except ValueError:
+        raise _bad(key, value, "is not a CIDR") from None
+
+
+# --- ranges --------------------------------------------------------------------------
+
+
+def parse_range(
+    key: str,
+    spec: Any,
+    start: Any = None,
+    end: Any = None,
+    exclude: Any = None,
+    gateway: Address | None = None,
+) -> IPRange:
+    """One range from its config forms: `CIDR` (host bits dropped) or `start-end/prefix`."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise _bad(key, spec, "must be a CIDR such as 10.0.0.0/24 or a span such as 10.0.0.10-10.0.0.20/24")
+    text = spec.strip()
+    first_ip: Address | None = None
+    last_ip: Address | None = None
+    if "-" in text:
+        lo_text, _, cidr_text = text.partition("-")
+        first_ip = _ip(key, lo_text)
+        try:
+            iface = ipaddress.ip_interface(cidr_text.strip())
+        except ValueError:
+            raise _bad(key, spec, "the part after '-' must be <last IP>/<prefix>") from None
+        if "/" not in cidr_text:
+            raise _bad(key, spec, "the part after '-' must be <last IP>/<prefix>")
+        network = iface.network
+        last_ip = iface.ip
+    else:
+        if "/" not in text:
+            raise _bad(key, spec, "must carry a prefix length, such as /24")
+        try:
+            network = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise _bad(key, spec, "is not a valid CIDR") from None
+    sub = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    # As in the Go plugin, the `start-end/prefix` form wins over range_start/range_end.
+    if first_ip is None and start not in (None, ""):
+        first_ip = _ip(sub + "range_start", start)
+    if last_ip is None and end not in (None, ""):
+        last_ip = _ip(sub + "range_end", end)
+
+    base = int(network.network_address)
+    span_first, span_last = 1, network.num_addresses - 2
+    if span_last < span_first:
+        raise _bad(key, spec, f"a /{network.prefixlen} has no usable address (network and broadcast are reserved)")
+    first, last = span_first, span_last
+    for name, ip in (("range_start", first_ip), ("range_end", last_ip)):
+        if ip is None:
+            continue
+        if ip.version != network.version or ip not in network:
+            raise _bad(sub + name, str(ip), f"lies outside {network}")
+    if first_ip is not None:
+        first = max(first, int(first_ip) - base)
+    if last_ip is not None:
+        last = min(last, int(last_ip) - base)
+    if first > last:
+        raise _bad(key, spec, f"the span {network.network_address + first}-{network.network_address + last} is empty")
+
+    excluded: list[tuple[int, int]] = []
+    exclude_key = sub + "exclude"
+    if exclude is not None and not isinstance(exclude, list):
+        raise _bad(exclude_key, exclude, "must be a list of CIDRs or IPs")
+    for i, entry in enumerate(exclude or []):
+        net = _cidr_or_ip(f"{exclude_key}[{i}]", entry)
+        if net.version != network.version:
+            raise _bad(f"{exclude_key}[{i}]", entry, f"is IPv{net.version} but the range {network} is IPv{network.version}")
+        lo, hi = int(net.network_address) - base, int(net.broadcast_address) - base
+        if hi >= 0 and lo < network.num_addresses:
+            excluded.append((max(lo, 0), min(hi, network.num_addresses - 1)))
+    gateway_offset = None
+    if gateway is not None and gateway.version == network.version and gateway in network:
+        gateway_offset = int(gateway) - base
+        excluded.append((gateway_offset, gateway_offset))
+    return IPRange(network, first, last, merge_intervals(excluded), gateway_offset)
+
+
+def parse_ranges(ipam: dict[str, Any], gateway: Address | None) -> tuple[IPRange, ...]:
+    """The top-level `range` first, then `ipRanges` in order."""
+    ranges: list[IPRange] = []
+    if ipam.get("range") not in (None, ""):
+        ranges.append(
+            parse_range(
+                "range", ipam["range"], ipam.get("range_start"), ipam.get("range_end"), ipam.get("exclude"), gateway
+            )
+        )
+    elif ipam.get("range_start") is not None or ipam.get("range_end") is not None:
+        raise InvalidConfig("invalid ipam config: range_start/range_end given without range")
+    for i, entry in enumerate(_list(ipam, "ipRanges")):
+        key = f"ipRanges[{i}]"
+        if not isinstance(entry, dict):
+            raise _bad(key, entry, "must be an object with a 'range' key")
+        ranges.append(
+            parse_range(
+                f"{key}.range",
+                entry.get("range"),
+                entry.get("range_start"),
+                entry.get("range_end"),
+                entry.get("exclude"),
+                gateway,
+            )
+        )
+    if not ranges:
+        raise InvalidConfig("invalid ipam config: no range given (set 'range' or 'ipRanges')")
+    for i, a in enumerate(ranges):
+        for b in ranges[i + 1 :]:
+            if a.network == b.network:
+                raise InvalidConfig(f"invalid ipam config: range {a.cidr} is configured twice")
+    return tuple(ranges)
+
+
+# --- the rest of the keys ------------------------------------------------------------
+
+
+def _routes(ipam: dict[str, Any]) -> tuple[dict[str, str], ...]:
+    routes = []
+    for i, route in enumerate(_list(ipam, "routes")):
+        key = f"routes[{i}]"
+        if not isinstance(route, dict) or "dst" not in route:
+            raise _bad(key, route, "must be an object with 'dst' (and optionally 'gw')")
+        dst = _cidr_or_ip(key + ".dst", route["dst"])
+        out = {"dst": str(dst)}
+        if route.get("gw") not in (None, ""):
+            out["gw"] = str(_ip(key + ".gw", route["gw"]))
+        routes.append(out)
+    return tuple(routes)
+
+
+def _dns(ipam: dict[str, Any]) -> dict[str, Any]:
+    dns = ipam.get("dns")
+    if dns is None:
+        return {}
+    if not isinstance(dns, dict):
+        raise _bad("dns", dns, "must be an object")
+    out: dict[str, Any] = {}
+    for key in ("nameservers", "search", "options"):
+        if dns.get(key) is not None:
+            values = dns[key]
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise _bad(f"dns.{key}", values, "must be a list of strings")
+            if key == "nameservers":
+                values = [str(_ip(f"dns.{key}", v)) for v in values]
+            out[key] = values
+    if dns.get("domain") is not None:
+        out["domain"] = _opt_str(dns, "domain")
+    return out
+
+
+def _addresses(ipam: dict[str, Any]) -> tuple[StaticAddress, ...]:
+    out = []
+    for i, entry in enumerate(_list(ipam, "addresses")):
+        key = f"addresses[{i}]"
+        if not isinstance(entry, dict):
+            raise _bad(key, entry, "must be an object with 'address'")
+        iface = _interface(key + ".address", entry.get("address"))
+        gw = _ip(key + ".gateway", entry["gateway"]) if entry.get("gateway") not in (None, "") else None
+        out.append(StaticAddress(iface, gw))
+    return tuple(out)
+
+
+def _network_name(ipam: dict[str, Any]) -> str:
+    name = _opt_str(ipam, "network_name")
+    if name and not _is_dns_label_prefix(name):
+        raise _bad("network_name", name, "must be lower-case letters, digits and '-', starting with a letter or digit")
+    return name
+
+
+def _is_dns_label_prefix(text: str) -> bool:
+    return (
+        len(text) <= 200
+        and text[0].isascii()
+        and text[0].isalnum()
+        and all(c.isascii() and (c.islower() or c.isdigit() or c in "-.") for c in text)
+    )
+
+
+def parse_ipam(ipam: dict[str, Any]) -> IPAMConfig:
+    """Validate an already merged `ipam` section."""
+    if ipam.get("type") != "whereabouts":
+        raise _bad("type", ipam.get("type"), "this plugin only serves ipam type 'whereabouts'")
+    if ipam.get("node_slice_size") not in (None, ""):
+        raise _bad("node_slice_size", ipam.get("node_slice_size"), "node slices are not supported; remove the key")
+    gateway = _ip("gateway", ipam["gateway"]) if ipam.get("gateway") not in (None, "") else None
+    kube = ipam.get("kubernetes") or {}
+    if not isinstance(kube, dict):
+        raise _bad("kubernetes", kube, "must be an object with 'kubeconfig'")
+    kubeconfig = _opt_str(kube, "kubeconfig")
+    if not kubeconfig:
+        raise InvalidConfig(
+            "invalid ipam config: kubernetes.kubeconfig is not set inline or in the flat file whereabouts.d/whereabouts.conf"
+        )
+    log_level = _opt_str(ipam, "log_level", "verbose").lower() or "verbose"
+    if log_level not in LOG_LEVELS:
+        raise _bad("log_level", ipam.get("log_level"), f"must be one of {', '.join(LOG_LEVELS)}")
+    sleep = ipam.get("sleep_for_race", 0) or 0
+    if isinstance(sleep, bool) or not isinstance(sleep, (int, float)) or not 0 <= sleep <= 600:
+        raise _bad("sleep_for_race", sleep, "must be a number of seconds from 0 to 600")
+    lease = _opt_ms(ipam, "leader_lease_duration", 1500)
+    return IPAMConfig(
+        ranges=parse_ranges(ipam, gateway),
+        kubeconfig=kubeconfig,
+        gateway=gateway,
+        routes=_routes(ipam),
+        dns=_dns(ipam),
+        addresses=_addresses(ipam),
+        network_name=_network_name(ipam),
+        overlapping_ranges=_opt_bool(ipam, "enable_overlapping_ranges", True),
+        lease_duration_ms=lease,
+        renew_deadline_ms=_opt_ms(ipam, "leader_renew_deadline", 1000),
+        retry_period_ms=_opt_ms(ipam, "leader_retry_period", 500),
+        lock_timeout_ms=_opt_ms(ipam, "lock_timeout_ms", 60000, minimum=100),
+        node_lock_dir=_opt_str(ipam, "node_lock_dir", DEFAULT_NODE_LOCK_DIR) or DEFAULT_NODE_LOCK_DIR,
+        log_file=_opt_str(ipam, "log_file"),
+        log_level=log_level,
+        sleep_for_race=float(sleep),
+    )
+
+
+def load_ipam(netconf: dict[str, Any]) -> IPAMConfig:
+    """The `ipam` section of the network config, merged with the flat file and validated."""
+    inline = netconf.get("ipam")
+    if not isinstance(inline, dict):
+        raise InvalidConfig("invalid network config: the 'ipam' object is missing")
+    config_path = inline.get("configuration_path")
+    if config_path is not None and not isinstance(config_path, str):
+        raise _bad("configuration_path", config_path, "must be a path string")
+    flat_path = find_flat_file(config_path)
+    merged = merge_flat(inline, read_flat_file(flat_path)) if flat_path else inline
+    return parse_ipam(merged)
+
+
+def requested_ips(netconf: dict[str, Any], cni_args: dict[str, str]) -> tuple[str, tuple[Address, ...]]:
+    """Static addresses asked for, from the first channel that has any, and that channel's name.
+
+    Precedence: `runtimeConfig.ips`, then `args.cni.ips`, then `CNI_ARGS` `IP=`.
+    """
+    runtime = netconf.get("runtimeConfig")
+    args = netconf.get("args")
+    sources: list[tuple[str, Any]] = [
+        ("runtimeConfig.ips", runtime.get("ips") if isinstance(runtime, dict) else None),
+        (
+            "args.cni.ips",
+            args.get("cni", {}).get("ips") if isinstance(args, dict) and isinstance(args.get("cni"), dict) else None,
+        ),
+        ("CNI_ARGS IP", [p for p in cni_args.get("IP", "").split(",") if p.strip()] or None),
+    ]
+    for name, values in sources:
+        if values in (None, []):
+            continue
+        if not isinstance(values, list):
+            raise _bad(name, values, "must be a list of IP addresses or CIDRs")
+        ips = []
+        for i, value in enumerate(values):
+            if not isinstance(value, str):
+                raise _bad(f"{name}[{i}]", value, "must be an IP address or CIDR string")
+            text = value.strip().split("/", 1)[0]
+            try:
+                ips.append(ipaddress.ip_address(text))
+            except ValueError:
+                raise _bad(f"{name}[{i}]", value, "is not an IP address or CIDR") from None
+        return name, tuple(ips)
+    return "", ()

@@ -1,0 +1,151 @@
+"""Read a kubeconfig into what one HTTPS connection needs.
+
+The common forms (token, tokenFile, client certificate and key, CA, as files or
+inline `-data`, `insecure-skip-tls-verify`, `tls-server-name`) are read here
+directly. Exec plugins and auth providers are left to the official `kubernetes`
+client's loader, imported only for them: it costs ~270 ms, paid on every pod
+attach if it were imported always.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from whereabouts.errors import InvalidConfig, TryAgainLater
+
+DEFAULT_NAMESPACE = "kube-system"
+
+
+@dataclass(frozen=True)
+class Connection:
+    server: str
+    namespace: str = DEFAULT_NAMESPACE
+    token: str = ""
+    token_file: str = ""
+    ca_file: str = ""
+    ca_data: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    cert_data: bytes = b""
+    key_data: bytes = b""
+    insecure: bool = False
+    tls_server_name: str = ""
+
+    def bearer_token(self) -> str:
+        """The token, re-read from `tokenFile` so that a rotated token is picked up."""
+        if self.token_file:
+            try:
+                with open(self.token_file, encoding="utf-8") as f:
+                    return f.read().strip()
+            except OSError as e:
+                raise TryAgainLater(f"cannot read the kubeconfig tokenFile {self.token_file}: {e.strerror}") from None
+        return self.token
+
+
+def _parse(text: str, path: str) -> dict[str, Any]:
+    try:
+        if text.lstrip().startswith("{"):
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except Exception as e:  # noqa: BLE001 - any parse failure is a config error naming the file
+        raise InvalidConfig(f"kubeconfig {path} cannot be parsed: {e}") from None
+    if not isinstance(data, dict):
+        raise InvalidConfig(f"kubeconfig {path} is not a mapping")
+    return data
+
+
+def _named(data: dict[str, Any], section: str, name: str, path: str) -> dict[str, Any]:
+    for entry in data.get(section) or []:
+        if isinstance(entry, dict) and entry.get("name") == name:
+            body = entry.get(section[:-1]) or {}
+            if isinstance(body, dict):
+                return body
+    raise InvalidConfig(f"kubeconfig {path}: no {section[:-1]} named {name!r}")
+
+
+def _decode_data(value: Any, what: str, path: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=False)
+    except (ValueError, TypeError):
+        raise InvalidConfig(f"kubeconfig {path}: {what} is not valid base64") from None
+
+
+def load(path: str) -> Connection:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise TryAgainLater(
+            f"kubeconfig {path} does not exist (is the whereabouts DaemonSet running on this node?)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidConfig(f"cannot read kubeconfig {path}: {e}") from None
+    data = _parse(text, path)
+    ctx_name = data.get("current-context")
+    if not ctx_name:
+        contexts = data.get("contexts") or []
+        if len(contexts) != 1 or not isinstance(contexts[0], dict):
+            raise InvalidConfig(f"kubeconfig {path} has no current-context")
+        ctx_name = contexts[0].get("name")
+    context = _named(data, "contexts", ctx_name, path)
+    cluster = _named(data, "clusters", context.get("cluster"), path)
+    user = _named(data, "users", context.get("user"), path) if context.get("user") else {}
+    namespace = context.get("namespace") or DEFAULT_NAMESPACE
+    if user.get("exec") or user.get("auth-provider"):
+        return _load_with_official_client(path, namespace)
+    base = os.path.dirname(os.path.abspath(path))
+
+    def resolve(p: str) -> str:
+        return p if not p or os.path.isabs(p) else os.path.join(base, p)
+
+    server = cluster.get("server")
+    if not isinstance(server, str) or not server.startswith(("https://", "http://")):
+        raise InvalidConfig(f"kubeconfig {path}: cluster server {server!r} is not an http(s) URL")
+    ca_data = cluster.get("certificate-authority-data")
+    return Connection(
+        server=server.rstrip("/"),
+        namespace=str(namespace),
+        token=str(user.get("token") or ""),
+        token_file=resolve(str(user.get("tokenFile") or "")),
+        ca_file=resolve(str(cluster.get("certificate-authority") or "")),
+        ca_data=_decode_data(ca_data, "certificate-authority-data", path).decode("ascii", "replace") if ca_data else "",
+        cert_file=resolve(str(user.get("client-certificate") or "")),
+        key_file=resolve(str(user.get("client-key") or "")),
+        cert_data=_decode_data(user["client-certificate-data"], "client-certificate-data", path)
+        if user.get("client-certificate-data")
+        else b"",
+        key_data=_decode_data(user["client-key-data"], "client-key-data", path) if user.get("client-key-data") else b"",
+        insecure=bool(cluster.get("insecure-skip-tls-verify")),
+        tls_server_name=str(cluster.get("tls-server-name") or ""),
+    )
+
+
+def _load_with_official_client(path: str, namespace: str) -> Connection:
+    """Exec plugins and auth providers: let the official loader produce a token or cert files."""
+    try:
+        from kubernetes import client, config
+    except ImportError:  # pragma: no cover - it is a dependency
+        raise InvalidConfig(f"kubeconfig {path} needs the 'kubernetes' package for its auth form") from None
+    cfg = client.Configuration()
+    try:
+        config.load_kube_config(config_file=path, client_configuration=cfg)
+    except Exception as e:  # noqa: BLE001 - the loader raises many types
+        raise TryAgainLater(f"kubeconfig {path}: the auth plugin failed: {e}") from None
+    auth = (cfg.api_key or {}).get("authorization", "")
+    return Connection(
+        server=cfg.host.rstrip("/"),
+        namespace=namespace,
+        token=auth.split(" ", 1)[1] if auth.startswith("Bearer ") else "",
+        ca_file=cfg.ssl_ca_cert or "",
+        cert_file=cfg.cert_file or "",
+        key_file=cfg.key_file or "",
+        insecure=not cfg.verify_ssl,
+        tls_server_name=getattr(cfg, "tls_server_name", None) or "",
+    )

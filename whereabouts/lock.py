@@ -1,0 +1,188 @@
+"""Mutual exclusion per pool: a node-local file lock, then a cluster-wide Lease.
+
+The file lock makes the invocations of one node queue locally (a blocking flock
+hands over at once), so at most one process per node and pool talks to the Lease.
+The Lease follows client-go's leader-election rules: take it when it is free, ours,
+or when its record has not changed for its duration since we first observed it.
+A waiter watches the Lease instead of polling, so it wakes as soon as it is freed.
+
+Neither lock is what keeps addresses unique: every pool write carries the
+resourceVersion it read. The locks only keep writers from colliding.
+
+`fcntl.flock` is used directly rather than `filelock`: `filelock` waits by polling
+(50 ms steps by default) and its import costs more than this whole module, both
+paid on every pod attach.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import math
+import os
+import random
+import signal
+import time
+import urllib.parse
+from datetime import datetime, timezone
+from typing import Any
+
+from whereabouts.errors import TryAgainLater
+from whereabouts.kubeapi import KubeAPI
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "whereabouts"}
+
+
+def micro_time(ts: float | None = None) -> str:
+    """A Kubernetes MicroTime."""
+    dt = datetime.fromtimestamp(time.time() if ts is None else ts, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _raise_timeout(signum: int, frame: Any) -> None:
+    raise _Timeout()
+
+
+class NodeLock:
+    """An exclusive flock on `<dir>/<name>.lock`, waited for until `deadline` (monotonic)."""
+
+    def __init__(self, directory: str, name: str, deadline: float) -> None:
+        self.path = os.path.join(directory, f"{name}.lock")
+        self.directory = directory
+        self.deadline = deadline
+        self.fd: int | None = None
+        self.waited = 0.0
+
+    def acquire(self) -> bool:
+        """True when held; False when the directory cannot be used (we then rely on the Lease alone)."""
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return False
+        start = time.monotonic()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            left = self.deadline - start
+            if left <= 0:
+                os.close(fd)
+                raise TryAgainLater(f"node lock {self.path} not obtained before the deadline") from None
+            previous = signal.signal(signal.SIGALRM, _raise_timeout)
+            signal.setitimer(signal.ITIMER_REAL, left)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except _Timeout:
+                os.close(fd)
+                raise TryAgainLater(
+                    f"node lock {self.path} still held by another invocation after {left:.1f}s"
+                ) from None
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+        self.waited = time.monotonic() - start
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None
+
+
+class LeaseLock:
+    """A `coordination.k8s.io/v1` Lease held for the span of one pool update."""
+
+    def __init__(self, api: KubeAPI, name: str, identity: str, duration_ms: int, deadline: float) -> None:
+        self.api = api
+        self.name = name
+        self.identity = identity
+        self.duration_s = max(1, math.ceil(duration_ms / 1000))
+        self.deadline = deadline
+        self.held: dict[str, Any] | None = None
+        self.waited = 0.0
+        self.attempts = 0
+
+    def _spec(self, transitions: int) -> dict[str, Any]:
+        now = micro_time()
+        return {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": self.duration_s,
+            "acquireTime": now,
+            "renewTime": now,
+            "leaseTransitions": transitions,
+        }
+
+    def acquire(self) -> None:
+        start = time.monotonic()
+        observed_rv, observed_at = None, start
+        holder = ""
+        while True:
+            now = time.monotonic()
+            if now >= self.deadline:
+                raise TryAgainLater(
+                    f"Lease {self.api.namespace}/{self.name} held by {holder!r}: not obtained within "
+                    f"{now - start:.1f}s"
+                )
+            self.attempts += 1
+            resp = self.api.request("GET", self.api.lease_path(self.name))
+            if resp.status == 404:
+                body = {
+                    "apiVersion": "coordination.k8s.io/v1",
+                    "kind": "Lease",
+                    "metadata": {"name": self.name, "namespace": self.api.namespace, "labels": MANAGED_BY},
+                    "spec": self._spec(0),
+                }
+                created = self.api.request("POST", self.api.lease_path(), body)
+                if created.status in (200, 201):
+                    self.held = created.body
+                    break
+                continue
+            lease = resp.body
+            spec = lease.get("spec") or {}
+            rv = lease.get("metadata", {}).get("resourceVersion")
+            holder = spec.get("holderIdentity") or ""
+            if rv != observed_rv:
+                observed_rv, observed_at = rv, time.monotonic()
+            duration = spec.get("leaseDurationSeconds") or self.duration_s
+            expires = observed_at + float(duration)
+            if not holder or holder == self.identity or time.monotonic() >= expires:
+                transitions = int(spec.get("leaseTransitions") or 0) + (0 if holder == self.identity else 1)
+                lease["spec"] = {**spec, **self._spec(transitions)}
+                updated = self.api.request("PUT", self.api.lease_path(self.name), lease)
+                if updated.status == 200:
+                    self.held = updated.body
+                    break
+                continue  # 409: someone else changed it; look again at once
+            self._wait_for_change(rv, min(expires, self.deadline))
+        self.waited = time.monotonic() - start
+
+    def _wait_for_change(self, rv: str | None, until: float) -> None:
+        """Block until the Lease changes or `until` (monotonic) passes."""
+        timeout = until - time.monotonic()
+        if timeout <= 0:
+            return
+        selector = urllib.parse.quote(f"metadata.name={self.name}")
+        path = f"{self.api.lease_path()}?fieldSelector={selector}&resourceVersion={rv}"
+        started = time.monotonic()
+        for event in self.api.watch(path, timeout):
+            if event.get("type") in ("MODIFIED", "DELETED", "ERROR"):
+                break
+        if time.monotonic() - started < 0.01 and time.monotonic() < until:
+            # The watch failed at once (e.g. not permitted): fall back to a short jittered pause.
+            time.sleep(min(until - time.monotonic(), random.uniform(0.02, 0.08)))
+
+    def release(self) -> None:
+        """Clear the holder so the next waiter takes it at once. Best effort: it expires anyway."""
+        if self.held is None:
+            return
+        lease, self.held = self.held, None
+        spec = lease.get("spec") or {}
+        lease["spec"] = {**spec, "holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": micro_time()}
+        try:
+            self.api.request("PUT", self.api.lease_path(self.name), lease)
+        except Exception:  # noqa: BLE001 - a failed release only delays the next holder
+            pass

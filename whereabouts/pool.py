@@ -1,0 +1,178 @@
+"""Object names and the `IPPool` allocation encoding, as the Go plugin writes them.
+
+Compatibility lives here: a pool is named after its range, an allocation is keyed
+by the decimal offset of its address from the network address, and a reservation
+is named after its address. Where the Go plugin's name would be invalid (ranges and
+addresses beginning with `::`), a `0` is put in front so that the name is valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from whereabouts.errors import CorruptPool
+from whereabouts.ranges import Address
+
+GROUP = "whereabouts.cni.cncf.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+LEASE_PREFIX = "whereabouts-"
+
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def is_dns_subdomain(name: str) -> bool:
+    return len(name) <= 253 and bool(_DNS_SUBDOMAIN.match(name))
+
+
+def _normalize(text: str) -> str:
+    if text.endswith(":"):
+        text += "0"
+    return text.replace(":", "-").replace("/", "-")
+
+
+def _named(network_name: str, normalized: str) -> str:
+    name = f"{network_name}-{normalized}" if network_name else normalized
+    if not is_dns_subdomain(name) and name.startswith("-"):
+        name = "0" + name
+    return name
+
+
+def pool_name(cidr: str, network_name: str = "") -> str:
+    """`10.0.0.0/8` -> `10.0.0.0-8`; `caa5::/64` -> `caa5---64`; `::/64` -> `0---64`."""
+    return _named(network_name, _normalize(cidr))
+
+
+def reservation_name(ip: Address, network_name: str = "") -> str:
+    """`10.0.0.5` -> `10.0.0.5`; `fd00::5` -> `fd00--5`; `::5` -> `0--5`."""
+    return _named(network_name, _normalize(str(ip)))
+
+
+def lease_name(pool: str) -> str:
+    """The Lease guarding one pool; hashed when the plain name would be too long."""
+    name = LEASE_PREFIX + pool
+    if len(name) <= 253:
+        return name
+    digest = hashlib.sha256(pool.encode()).hexdigest()[:16]
+    return f"{LEASE_PREFIX}{pool[:200].rstrip('-.')}-{digest}"
+
+
+@dataclass
+class Allocation:
+    """One entry of `spec.allocations`."""
+
+    container_id: str
+    podref: str
+    ifname: str
+    # Fields we do not interpret (e.g. ipamclaimref), kept as stored.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def owned_by(self, podref: str, ifname: str, container_id: str) -> bool:
+        """Idempotency key: the pod and interface, or the container where there is no pod."""
+        if podref:
+            return self.podref == podref and self.ifname == ifname
+        return self.container_id == container_id and self.ifname == ifname
+
+    def encode(self) -> dict[str, Any]:
+        return {**self.extra, "id": self.container_id, "podref": self.podref, "ifname": self.ifname}
+
+
+@dataclass
+class Pool:
+    """A decoded `IPPool`, keeping the raw object so a write changes only our entries."""
+
+    name: str
+    cidr: str
+    resource_version: str
+    raw: dict[str, Any]
+    allocations: dict[int, Allocation]
+    # Offsets held by entries we cannot decode as a whole (e.g. missing podref): taken, untouchable.
+    keys: dict[int, list[str]] = field(default_factory=dict)
+    undecodable: list[str] = field(default_factory=list)
+
+    @property
+    def taken(self) -> set[int]:
+        return set(self.keys)
+
+    def entry_keys(self, offset: int) -> list[str]:
+        return self.keys.get(offset, [])
+
+
+def new_pool_object(name: str, cidr: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "IPPool",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"range": cidr, "allocations": {}},
+    }
+
+
+def decode_pool(obj: Any, expected_cidr: str) -> Pool:
+    """Read an `IPPool` object. Entries that do not decode are kept and their offsets held.
+
+    A pool whose shape is wrong (no spec, allocations not a map) or whose range is not
+    the one we were configured with raises `CorruptPool`: writing to it could lose data.
+    """
+    if not isinstance(obj, dict) or not isinstance(obj.get("metadata"), dict):
+        raise CorruptPool("stored IPPool is not an object with metadata")
+    name = obj["metadata"].get("name", "?")
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        raise CorruptPool(f"IPPool {name} has no spec object")
+    if spec.get("range") != expected_cidr:
+        raise CorruptPool(f"IPPool {name} holds range {spec.get('range')!r}, expected {expected_cidr!r}")
+    raw_allocs = spec.get("allocations")
+    if raw_allocs is None:
+        raw_allocs = spec["allocations"] = {}
+    if not isinstance(raw_allocs, dict):
+        raise CorruptPool(f"IPPool {name}: spec.allocations is not a map")
+    pool = Pool(name, expected_cidr, str(obj["metadata"].get("resourceVersion", "")), obj, {})
+    for key, value in raw_allocs.items():
+        offset = _offset_key(key)
+        if offset is None:
+            pool.undecodable.append(key)
+            continue
+        pool.keys.setdefault(offset, []).append(key)
+        if isinstance(value, dict) and all(isinstance(value.get(k, ""), str) for k in ("id", "podref", "ifname")):
+            extra = {k: v for k, v in value.items() if k not in ("id", "podref", "ifname")}
+            alloc = Allocation(value.get("id", ""), value.get("podref", ""), value.get("ifname", ""), extra)
+            # With duplicate keys for one offset ("5" and "05"), the first one stands.
+            pool.allocations.setdefault(offset, alloc)
+        else:
+            pool.undecodable.append(key)
+    return pool
+
+
+def _offset_key(key: str) -> int | None:
+    if not key.isascii() or not key.isdigit() or len(key) > 40:
+        return None
+    return int(key)
+
+
+def set_allocation(pool: Pool, offset: int, alloc: Allocation) -> None:
+    """Record `alloc` at `offset` in the raw object (replacing any entry for that offset)."""
+    allocs = pool.raw["spec"]["allocations"]
+    for key in pool.keys.get(offset, []):
+        allocs.pop(key, None)
+    allocs[str(offset)] = alloc.encode()
+    pool.keys[offset] = [str(offset)]
+    pool.allocations[offset] = alloc
+
+
+def remove_allocation(pool: Pool, offset: int) -> None:
+    allocs = pool.raw["spec"]["allocations"]
+    for key in pool.keys.pop(offset, []):
+        allocs.pop(key, None)
+    pool.allocations.pop(offset, None)
+
+
+def reservation_object(name: str, namespace: str, alloc: Allocation) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "OverlappingRangeIPReservation",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"containerid": alloc.container_id, "podref": alloc.podref, "ifname": alloc.ifname},
+    }

@@ -1,0 +1,84 @@
+"""One allocatable range: its network, the usable offsets inside it and what is excluded.
+
+Addresses are handled as integer offsets from the network address, which is also
+how `IPPool.spec.allocations` keys them, so IPv6 ranges of any width are exact.
+The stdlib `ipaddress` is used rather than `netaddr` because this module is on
+the per-invocation path and `ipaddress` costs a fraction of the import time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Union
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+
+@dataclass(frozen=True)
+class IPRange:
+    """A range as configured: `network` with offsets `first`..`last` usable."""
+
+    network: Network
+    first: int
+    last: int
+    # Sorted, merged, inclusive (lo, hi) offset intervals never handed out dynamically.
+    excluded: tuple[tuple[int, int], ...] = ()
+    # Offset of the gateway when it lies in the usable span, else None.
+    gateway: int | None = None
+
+    @property
+    def cidr(self) -> str:
+        """The network in the form the Go plugin stores in `spec.range`."""
+        return str(self.network)
+
+    @property
+    def version(self) -> int:
+        return self.network.version
+
+    @property
+    def size(self) -> int:
+        """How many offsets lie between first and last."""
+        return self.last - self.first + 1
+
+    def address(self, offset: int) -> Address:
+        return self.network.network_address + offset
+
+    def offset(self, ip: Address) -> int:
+        return int(ip) - int(self.network.network_address)
+
+    def in_span(self, offset: int) -> bool:
+        return self.first <= offset <= self.last
+
+    def is_excluded(self, offset: int) -> bool:
+        return self.excluded_until(offset) is not None
+
+    def excluded_until(self, offset: int) -> int | None:
+        """The last offset of the exclusion containing `offset`, if any."""
+        for lo, hi in self.excluded:
+            if lo <= offset <= hi:
+                return hi
+            if lo > offset:
+                break
+        return None
+
+    def dynamic_capacity(self) -> int:
+        """How many offsets can be handed out dynamically (the span less exclusions)."""
+        blocked = sum(
+            min(hi, self.last) - max(lo, self.first) + 1
+            for lo, hi in self.excluded
+            if hi >= self.first and lo <= self.last
+        )
+        return self.size - blocked
+
+
+def merge_intervals(intervals: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """Sort and merge overlapping or adjacent inclusive intervals."""
+    merged: list[list[int]] = []
+    for lo, hi in sorted(intervals):
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return tuple((lo, hi) for lo, hi in merged)

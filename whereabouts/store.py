@@ -1,0 +1,115 @@
+"""The Kubernetes store: IPPools and OverlappingRangeIPReservations.
+
+Every write of a pool carries the resourceVersion that was read, so a concurrent
+writer (another node, the Go plugin, the reconciler) makes it fail with a 409
+instead of being overwritten. Nothing here decides which address to take.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from whereabouts.errors import CorruptPool, IOFailure
+from whereabouts.kubeapi import KubeAPI
+from whereabouts.pool import Allocation, Pool, decode_pool, new_pool_object, reservation_object
+
+POOLS = "ippools"
+RESERVATIONS = "overlappingrangeipreservations"
+
+
+class Store:
+    def __init__(self, api: KubeAPI) -> None:
+        self.api = api
+
+    @property
+    def namespace(self) -> str:
+        return self.api.namespace
+
+    # --- pools ---------------------------------------------------------------------
+
+    def read_pool(self, name: str, cidr: str, create: bool = True) -> Pool | None:
+        """The pool as stored now, created empty if absent (when `create`)."""
+        for _ in range(3):
+            resp = self.api.request("GET", self.api.custom_path(POOLS, name))
+            if resp.status == 200:
+                return decode_pool(resp.body, cidr)
+            if not create:
+                return None
+            resp = self.api.request("POST", self.api.custom_path(POOLS), new_pool_object(name, cidr, self.namespace))
+            if resp.status in (200, 201):
+                return decode_pool(resp.body, cidr)
+            # 409: someone created it between our GET and POST; read theirs.
+        raise IOFailure(f"IPPool {name} keeps appearing and disappearing; giving up")
+
+    def write_pool(self, pool: Pool) -> bool:
+        """Replace the pool if nobody wrote it since we read it. False on a conflict."""
+        resp = self.api.request("PUT", self.api.custom_path(POOLS, pool.name), pool.raw)
+        if resp.status in (404, 409):
+            return False
+        try:
+            fresh = decode_pool(resp.body, pool.cidr)
+        except CorruptPool:
+            fresh = None
+        if fresh is None:
+            raise IOFailure(f"IPPool {pool.name}: the API server answered a write with an unreadable object")
+        pool.raw, pool.resource_version = fresh.raw, fresh.resource_version
+        return True
+
+    def list_pools(self) -> list[dict[str, Any]]:
+        resp = self.api.request("GET", self.api.custom_path(POOLS))
+        return list(resp.body.get("items") or []) if resp.status == 200 else []
+
+    # --- reservations ----------------------------------------------------------------
+
+    def create_reservation(self, name: str, alloc: Allocation) -> dict[str, Any] | None:
+        """Create the cluster-wide reservation. None when created, else the existing holder's object."""
+        resp = self.api.request("POST", self.api.custom_path(RESERVATIONS), reservation_object(name, self.namespace, alloc))
+        if resp.status in (200, 201):
+            return None
+        existing = self.get_reservation(name)
+        if existing is None:
+            # Deleted between our POST and GET: try once more.
+            resp = self.api.request(
+                "POST", self.api.custom_path(RESERVATIONS), reservation_object(name, self.namespace, alloc)
+            )
+            if resp.status in (200, 201):
+                return None
+            existing = self.get_reservation(name) or {"spec": {}}
+        return existing
+
+    def get_reservation(self, name: str) -> dict[str, Any] | None:
+        resp = self.api.request("GET", self.api.custom_path(RESERVATIONS, name))
+        return resp.body if resp.status == 200 else None
+
+    def update_reservation(self, obj: dict[str, Any], alloc: Allocation) -> bool:
+        """Point an existing reservation at a new container id (idempotent ADD after a sandbox restart)."""
+        obj = dict(obj)
+        obj["spec"] = {**(obj.get("spec") or {}), "containerid": alloc.container_id, "podref": alloc.podref,
+                       "ifname": alloc.ifname}
+        resp = self.api.request("PUT", self.api.custom_path(RESERVATIONS, obj["metadata"]["name"]), obj)
+        return resp.status == 200
+
+    def delete_reservation(self, name: str, owner: Allocation) -> bool:
+        """Delete the reservation only if it still belongs to `owner` (by resourceVersion precondition)."""
+        obj = self.get_reservation(name)
+        if obj is None:
+            return False
+        if not reservation_belongs(obj, owner):
+            return False
+        body = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "preconditions": {"resourceVersion": obj.get("metadata", {}).get("resourceVersion")},
+        }
+        resp = self.api.request("DELETE", self.api.custom_path(RESERVATIONS, name), body)
+        return resp.status in (200, 202)
+
+
+def reservation_belongs(obj: dict[str, Any], owner: Allocation) -> bool:
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    assert isinstance(spec, dict)
+    if owner.podref and spec.get("podref") == owner.podref:
+        return spec.get("ifname", "") in ("", owner.ifname)
+    return bool(owner.container_id) and spec.get("containerid") == owner.container_id and spec.get(
+        "ifname", ""
+    ) in ("", owner.ifname)
