@@ -1,0 +1,297 @@
+"""Every verb at the CNI boundary, with the objects stored on the real API server."""
+
+import json
+import os
+
+import pytest
+
+from tests.helpers.cni import finish, run, start
+
+VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_add_result_per_version(netconf, pools, version):
+    conf = netconf({"gateway": "10.10.0.1", "routes": [{"dst": "0.0.0.0/0"}],
+                    "dns": {"nameservers": ["10.10.0.53"]}}, version=version)
+    out = run(conf, "ADD").ok().json
+    ip = {"address": "10.10.0.2/24", "gateway": "10.10.0.1"}
+    if version < "1.0.0":
+        ip["version"] = "4"
+    assert out == {"cniVersion": version, "ips": [ip], "routes": [{"dst": "0.0.0.0/0"}],
+                   "dns": {"nameservers": ["10.10.0.53"]}}
+    assert pools.allocations("10.10.0.0-24") == {"2": {"id": "c1", "podref": "default/pod-a", "ifname": "net1"}}
+    assert pools.reservation("10.10.0.2")["spec"] == {"containerid": "c1", "podref": "default/pod-a", "ifname": "net1"}
+
+
+def test_add_is_idempotent_and_follows_a_new_container(netconf, pools):
+    conf = netconf()
+    first = run(conf, "ADD", container_id="c1").ok().ips
+    assert run(conf, "ADD", container_id="c1").ok().ips == first
+    # The same pod and interface from a new sandbox keeps its address, now under the new id.
+    assert run(conf, "ADD", container_id="c2").ok().ips == first
+    assert pools.allocations("10.10.0.0-24") == {"1": {"id": "c2", "podref": "default/pod-a", "ifname": "net1"}}
+    assert pools.reservation("10.10.0.1")["spec"]["containerid"] == "c2"
+    # Another interface of the same pod is another allocation.
+    assert run(conf, "ADD", container_id="c2", ifname="net2").ok().ips == ["10.10.0.2/24"]
+
+
+def test_del_frees_and_is_repeatable(netconf, pools):
+    conf = netconf()
+    run(conf, "ADD", container_id="a", pod="a").ok()
+    run(conf, "ADD", container_id="b", pod="b").ok()
+    run(conf, "DEL", container_id="a", pod="a").ok()
+    assert set(pools.allocations("10.10.0.0-24")) == {"2"}
+    assert pools.reservation("10.10.0.1") is None
+    run(conf, "DEL", container_id="a", pod="a").ok()
+    run(conf, "DEL", container_id="never", pod="never").ok()
+    # The freed address is the lowest free one again.
+    assert run(conf, "ADD", container_id="c", pod="c").ok().ips == ["10.10.0.1/24"]
+
+
+def test_del_matches_container_and_interface(netconf, pools):
+    conf = netconf()
+    run(conf, "ADD", container_id="a", ifname="net1").ok()
+    run(conf, "ADD", container_id="a", ifname="net2").ok()
+    run(conf, "DEL", container_id="a", ifname="net2").ok()
+    assert pools.allocations("10.10.0.0-24") == {"1": {"id": "a", "podref": "default/pod-a", "ifname": "net1"}}
+
+
+def test_del_before_any_pool_exists(netconf, pools):
+    run(netconf(), "DEL").ok()
+    assert pools.pool("10.10.0.0-24") is None
+
+
+def test_del_fails_with_11_when_the_store_is_unreachable(netconf, tmp_path, cluster):
+    from tests.helpers.kubeconfig import write_kubeconfig
+
+    dead = write_kubeconfig(tmp_path / "dead.kubeconfig", "https://127.0.0.1:1", ca_file=cluster.ca_file, token="x")
+    err = run(netconf({"kubernetes": {"kubeconfig": str(dead)}, "lock_timeout_ms": 3000}), "DEL").error(11)
+    assert "127.0.0.1:1" in err["msg"]
+
+
+def test_exhaustion_is_a_clean_error(netconf, pools):
+    conf = netconf({"range": "10.10.0.0/30"})
+    assert run(conf, "ADD", container_id="a", pod="a").ok().ips == ["10.10.0.1/30"]
+    assert run(conf, "ADD", container_id="b", pod="b").ok().ips == ["10.10.0.2/30"]
+    err = run(conf, "ADD", container_id="c", pod="c").error(100)
+    assert "10.10.0.0/30" in err["msg"]
+    assert set(pools.allocations("10.10.0.0-30")) == {"1", "2"}
+    assert {r["metadata"]["name"] for r in pools.reservations()} == {"10.10.0.1", "10.10.0.2"}
+
+
+def test_exclusions_and_span(netconf):
+    conf = netconf({"range": "10.10.0.0/24", "range_start": "10.10.0.10", "range_end": "10.10.0.13",
+                    "exclude": ["10.10.0.10/31", "10.10.0.12"]})
+    assert run(conf, "ADD", container_id="a", pod="a").ok().ips == ["10.10.0.13/24"]
+    run(conf, "ADD", container_id="b", pod="b").error(100)
+
+
+def test_start_end_range_form(netconf, pools):
+    conf = netconf({"range": "10.10.0.200-10.10.0.201/24"})
+    assert run(conf, "ADD", container_id="a", pod="a").ok().ips == ["10.10.0.200/24"]
+    assert pools.pool("10.10.0.0-24")["spec"]["range"] == "10.10.0.0/24"
+
+
+@pytest.mark.parametrize("cidr,pool,first", [
+    ("fd00:10::/64", "fd00-10---64", "fd00:10::1/64"),
+    ("fd00:10::/112", "fd00-10---112", "fd00:10::1/112"),
+    ("::/64", "0---64", "::1/64"),
+    ("::1:0/112", "0--1-0-112", "::1:1/112"),
+])
+def test_ipv6_ranges(netconf, pools, cidr, pool, first):
+    out = run(netconf({"range": cidr}, version="0.3.1"), "ADD").ok().json
+    assert out["ips"][0] == {"address": first, "version": "6"}
+    assert pools.allocations(pool) == {"1": {"id": "c1", "podref": "default/pod-a", "ifname": "net1"}}
+
+
+def test_ipv6_top_of_a_64_has_an_exact_offset(netconf, pools):
+    conf = netconf({"range": "fd00:20::/64", "range_start": "fd00:20::ffff:ffff:ffff:fffe"})
+    assert run(conf, "ADD").ok().ips == ["fd00:20::ffff:ffff:ffff:fffe/64"]
+    assert list(pools.allocations("fd00-20---64")) == [str(2**64 - 2)]
+    assert pools.reservation("fd00-20--ffff-ffff-ffff-fffe") is not None
+
+
+def test_ipv4_30_holds_two(netconf):
+    conf = netconf({"range": "192.168.7.4/30"})
+    assert run(conf, "ADD", container_id="a", pod="a").ok().ips == ["192.168.7.5/30"]
+    assert run(conf, "ADD", container_id="b", pod="b").ok().ips == ["192.168.7.6/30"]
+
+
+@pytest.mark.parametrize("cidr", ["10.10.0.0/31", "10.10.0.0/32", "fd00::/127", "fd00::/128"])
+def test_ranges_without_usable_addresses(netconf, cidr):
+    run(netconf({"range": cidr}), "ADD").error(7)
+
+
+def test_dual_stack_and_static_addresses(netconf, pools):
+    conf = netconf({"range": "10.10.0.0/24", "gateway": "10.10.0.1",
+                    "ipRanges": [{"range": "fd00:30::/64", "exclude": ["fd00:30::1"]}],
+                    "addresses": [{"address": "192.168.100.5/24", "gateway": "192.168.100.1"}]}, version="0.4.0")
+    out = run(conf, "ADD").ok().json
+    assert out["ips"] == [{"address": "10.10.0.2/24", "gateway": "10.10.0.1", "version": "4"},
+                          {"address": "fd00:30::2/64", "version": "6"},
+                          {"address": "192.168.100.5/24", "gateway": "192.168.100.1", "version": "4"}]
+    assert pools.pool("192.168.100.0-24") is None
+    run(conf, "DEL").ok()
+    assert pools.allocations("10.10.0.0-24") == {} and pools.allocations("fd00-30---64") == {}
+
+
+def test_dual_stack_rolls_back_the_first_range(netconf, pools):
+    conf = netconf({"range": "10.10.0.0/24", "ipRanges": [{"range": "fd00:40::/126"}]})
+    run(conf, "ADD", container_id="a", pod="a").ok()
+    run(conf, "ADD", container_id="b", pod="b").ok()
+    err = run(conf, "ADD", container_id="c", pod="c").error(100)
+    assert "fd00:40::/126" in err["msg"]
+    assert set(pools.allocations("10.10.0.0-24")) == {"1", "2"}
+    assert pools.reservation("10.10.0.3") is None
+
+
+def test_named_networks_are_independent_pools(netconf, pools):
+    blue = netconf({"network_name": "blue"})
+    red = netconf({"network_name": "red"})
+    assert run(blue, "ADD").ok().ips == ["10.10.0.1/24"]
+    assert run(red, "ADD").ok().ips == ["10.10.0.1/24"]
+    assert pools.allocations("blue-10.10.0.0-24") and pools.allocations("red-10.10.0.0-24")
+    assert pools.reservation("blue-10.10.0.1") and pools.reservation("red-10.10.0.1")
+    run(blue, "DEL").ok()
+    assert pools.allocations("blue-10.10.0.0-24") == {} and pools.reservation("blue-10.10.0.1") is None
+    assert pools.reservation("red-10.10.0.1") is not None
+
+
+def test_overlapping_ranges_never_share_an_address(netconf, pools):
+    wide = netconf({"range": "10.10.0.0/24"})
+    narrow = netconf({"range": "10.10.0.0/28"})
+    assert run(wide, "ADD", container_id="a", pod="a").ok().ips == ["10.10.0.1/24"]
+    assert run(narrow, "ADD", container_id="b", pod="b").ok().ips == ["10.10.0.2/28"]
+    assert run(wide, "ADD", container_id="c", pod="c").ok().ips == ["10.10.0.3/24"]
+
+
+def test_overlapping_check_off_lets_ranges_share(netconf, pools):
+    wide = netconf({"range": "10.10.0.0/24", "enable_overlapping_ranges": False})
+    narrow = netconf({"range": "10.10.0.0/28", "enable_overlapping_ranges": False})
+    assert run(wide, "ADD", container_id="a", pod="a").ok().ips == ["10.10.0.1/24"]
+    assert run(narrow, "ADD", container_id="b", pod="b").ok().ips == ["10.10.0.1/28"]
+    assert pools.reservations() == []
+
+
+@pytest.mark.parametrize("channel", ["runtimeConfig", "args", "CNI_ARGS"])
+def test_static_ip_request_is_reserved_in_the_pool(netconf, pools, channel):
+    top, extra = {}, ""
+    if channel == "runtimeConfig":
+        top = {"runtimeConfig": {"ips": ["10.10.0.77/24"]}}
+    elif channel == "args":
+        top = {"args": {"cni": {"ips": ["10.10.0.77"]}}}
+    else:
+        extra = "IP=10.10.0.77/24"
+    conf = netconf(**top)
+    assert run(conf, "ADD", container_id="a", pod="a", extra_args=extra).ok().ips == ["10.10.0.77/24"]
+    assert pools.allocations("10.10.0.0-24")["77"]["podref"] == "default/pod-a".replace("pod-a", "a")
+    # A dynamic ADD afterwards does not get it; a second request for it is refused.
+    assert run(netconf(), "ADD", container_id="b", pod="b").ok().ips == ["10.10.0.1/24"]
+    err = run(conf, "ADD", container_id="c", pod="c", extra_args=extra).error(101)
+    assert "10.10.0.77" in err["msg"] and "default/a" in err["msg"]
+
+
+def test_static_request_precedence(netconf):
+    conf = netconf(runtimeConfig={"ips": ["10.10.0.50"]}, args={"cni": {"ips": ["10.10.0.60"]}})
+    assert run(conf, "ADD", extra_args="IP=10.10.0.70").ok().ips == ["10.10.0.50/24"]
+
+
+def test_check(netconf):
+    conf = netconf(version="1.1.0")
+    add = run(conf, "ADD").ok().json
+    run({**conf, "prevResult": add}, "CHECK").ok()
+    err = run({**conf, "prevResult": add}, "CHECK", container_id="other").error(103)
+    assert "10.10.0.1" in err["msg"]
+    wrong = {**add, "ips": [{"address": "10.10.0.99/24"}]}
+    run({**conf, "prevResult": wrong}, "CHECK").error(103)
+    run(conf, "CHECK").error(7)
+
+
+def test_gc_frees_what_is_not_valid(netconf, pools):
+    conf = netconf(version="1.1.0")
+    for c in ("a", "b", "c"):
+        run(conf, "ADD", container_id=c, pod=c).ok()
+    gc = {**conf, "cni.dev/valid-attachments": [{"containerID": "b", "ifname": "net1"}]}
+    out = run(gc, "GC")
+    assert out.rc == 0 and out.stdout == ""
+    assert pools.allocations("10.10.0.0-24") == {"2": {"id": "b", "podref": "default/b", "ifname": "net1"}}
+    assert [r["metadata"]["name"] for r in pools.reservations()] == ["10.10.0.2"]
+    legacy = {**conf, "cni.dev/attachments": []}
+    run(legacy, "GC").ok()
+    assert pools.allocations("10.10.0.0-24") == {}
+
+
+def test_status(netconf, tmp_path, cluster):
+    from tests.helpers.kubeconfig import write_kubeconfig
+
+    conf = netconf({"range": "10.10.0.0/30"}, version="1.1.0")
+    run(conf, "STATUS").ok()
+    run(conf, "ADD", container_id="a", pod="a").ok()
+    run(conf, "ADD", container_id="b", pod="b").ok()
+    err = run(conf, "STATUS").error(50)
+    assert "no free address" in err["msg"]
+    dead = write_kubeconfig(tmp_path / "dead.kubeconfig", "https://127.0.0.1:1", ca_file=cluster.ca_file, token="x")
+    run(netconf({"kubernetes": {"kubeconfig": str(dead)}}, version="1.1.0"), "STATUS").error(50)
+
+
+def test_pod_without_kubernetes_args_is_keyed_by_container(netconf, pools):
+    conf = netconf()
+    assert run(conf, "ADD", container_id="x1", pod=None).ok().ips == ["10.10.0.1/24"]
+    assert run(conf, "ADD", container_id="x2", pod=None).ok().ips == ["10.10.0.2/24"]
+    assert run(conf, "ADD", container_id="x1", pod=None).ok().ips == ["10.10.0.1/24"]
+    run(conf, "DEL", container_id="x1", pod=None).ok()
+    assert set(pools.allocations("10.10.0.0-24")) == {"2"}
+
+
+def test_log_file_lines(netconf, tmp_path, cluster):
+    conf = netconf()
+    run(conf, "ADD").ok()
+    log = tmp_path / "whereabouts.log"
+    assert oct(os.stat(log).st_mode & 0o777) == "0o600"
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    done = [line for line in lines if line["event"] == "done"][-1]
+    assert done["verb"] == "ADD" and done["container_id"] == "c1" and done["pod"] == "default/pod-a"
+    assert done["addresses"] == ["10.10.0.1"] and done["outcome"] == "ok" and "lock_wait" in done
+    assert cluster.token not in log.read_text()
+
+
+def test_log_file_symlink_is_not_followed(netconf, tmp_path):
+    target = tmp_path / "target"
+    target.write_text("")
+    link = tmp_path / "planted.log"
+    link.symlink_to(target)
+    run(netconf({"log_file": str(link)}), "ADD").ok()
+    assert target.read_text() == ""
+
+
+def test_corrupt_pool_is_left_untouched(netconf, pools):
+    pools.create_pool("10.10.0.0-24", "10.9.9.0/24", {})
+    err = run(netconf(), "ADD").error(102)
+    assert "10.9.9.0/24" in err["msg"]
+    assert pools.pool("10.10.0.0-24")["spec"] == {"range": "10.9.9.0/24", "allocations": {}}
+
+
+def test_undecodable_entries_are_kept_and_their_addresses_skipped(netconf, pools):
+    pools.create_pool("10.10.0.0-24", "10.10.0.0/24", {
+        "1": {"id": "x", "podref": "ns/x"}, "junk": {"id": "y", "podref": "ns/y"},
+        "999": {"id": "z", "podref": "ns/z"}, "02": {"id": "w", "podref": "ns/w"}})
+    assert run(netconf(), "ADD").ok().ips == ["10.10.0.3/24"]
+    allocs = pools.allocations("10.10.0.0-24")
+    assert {"1", "junk", "999", "02", "3"} == set(allocs)
+
+
+def test_fifty_concurrent_adds_from_five_nodes(netconf, pools, tmp_path):
+    procs = []
+    for i in range(50):
+        node = f"node{i % 5}"
+        conf = netconf({"node_lock_dir": str(tmp_path / node / "locks"), "log_file": None})
+        procs.append(start(conf, "ADD", container_id=f"c{i}", pod=f"p{i}", env={"NODENAME": node}))
+    results = [finish(p) for p in procs]
+    for r in results:
+        r.ok()
+    ips = [r.ips[0] for r in results]
+    assert len(set(ips)) == 50
+    stored = pools.allocations("10.10.0.0-24")
+    assert {f"10.10.0.{k}/24" for k in stored} == set(ips)
+    assert {v["id"] for v in stored.values()} == {f"c{i}" for i in range(50)}
