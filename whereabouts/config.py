@@ -363,6 +363,7 @@ def parse_ipam(ipam: dict[str, Any]) -> IPAMConfig:
     if ipam.get("node_slice_size") not in (None, ""):
         raise _bad("node_slice_size", ipam.get("node_slice_size"), "node slices are not supported; remove the key")
     gateway = _ip("gateway", ipam["gateway"]) if ipam.get("gateway") not in (None, "") else None
+    ranges = parse_ranges(ipam, gateway)
     kube = ipam.get("kubernetes") or {}
     if not isinstance(kube, dict):
         raise _bad("kubernetes", kube, "must be an object with 'kubeconfig'")
@@ -379,7 +380,7 @@ def parse_ipam(ipam: dict[str, Any]) -> IPAMConfig:
         raise _bad("sleep_for_race", sleep, "must be a number of seconds from 0 to 600")
     lease = _opt_ms(ipam, "leader_lease_duration", 1500)
     return IPAMConfig(
-        ranges=parse_ranges(ipam, gateway),
+        ranges=ranges,
         kubeconfig=kubeconfig,
         gateway=gateway,
         routes=_routes(ipam),
