@@ -190,14 +190,14 @@ def execute(inv: Invocation, log_holder: list[Any]) -> dict[str, Any] | None:
     identity = f"{_node_name(inv.env)}/{os.getpid()}/{inv.container_id[:12] or inv.command.lower()}"
     ipam = IPAM(config, Store(api), identity, deadline, log)
     try:
+        owner = Allocation(inv.container_id, podref, inv.ifname)
         if inv.command == "ADD":
-            owner = Allocation(inv.container_id, podref, inv.ifname)
             assigned = ipam.add(owner, matched)
             log.info("done", outcome="ok", addresses=[str(a.address) for a in assigned],
                      reused=[not a.new for a in assigned], **_stats(ipam, api))
             return add_result(inv.cni_version, config, assigned)
         if inv.command == "DEL":
-            freed = ipam.delete(inv.container_id, inv.ifname)
+            freed = ipam.delete(owner)
             log.info("done", outcome="ok", addresses=freed, **_stats(ipam, api))
             return None
         if inv.command == "CHECK":
@@ -222,7 +222,8 @@ def execute(inv: Invocation, log_holder: list[Any]) -> dict[str, Any] | None:
 
 
 def _stats(ipam: Any, api: Any) -> dict[str, Any]:
-    return {"retries": ipam.stats.retries, "lock_wait": round(ipam.stats.lock_wait, 4), "requests": api.requests}
+    return {"retries": ipam.stats.retries, "lock_wait": round(ipam.stats.lock_wait, 4), "requests": api.requests,
+            "duration": round(time.monotonic() - ipam.started, 4)}
 
 
 def run(env: dict[str, str], stdin: bytes, out: TextIO) -> int:

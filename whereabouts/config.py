@@ -54,6 +54,7 @@ class IPAMConfig:
     log_file: str = ""
     log_level: str = "verbose"
     sleep_for_race: float = 0.0
+    block_size: int = 0
 
 
 def parse_cni_args(raw: str) -> dict[str, str]:
@@ -356,6 +357,15 @@ def _is_dns_label_prefix(text: str) -> bool:
     )
 
 
+def _block_size(ipam: dict[str, Any]) -> int:
+    value = ipam.get("block_size")
+    if value in (None, 0):
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 16 or value > 65536 or value & (value - 1):
+        raise _bad("block_size", value, "must be a power of two from 16 to 65536 (addresses per IPPool)")
+    return value
+
+
 def parse_ipam(ipam: dict[str, Any]) -> IPAMConfig:
     """Validate an already merged `ipam` section."""
     if ipam.get("type") != "whereabouts":
@@ -396,6 +406,7 @@ def parse_ipam(ipam: dict[str, Any]) -> IPAMConfig:
         log_file=_opt_str(ipam, "log_file"),
         log_level=log_level,
         sleep_for_race=float(sleep),
+        block_size=_block_size(ipam),
     )
 
 

@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from whereabouts.allocator import check_requested, find_by_container, find_owned, lowest_free
+from whereabouts.allocator import check_requested, find_owned, lowest_free
+from whereabouts.blocks import BLOCK_OF_LABEL, Block, Layout
 from whereabouts.config import IPAMConfig
 from whereabouts.errors import AddressUnavailable, CNIError, NotAllocated, RangeExhausted, TryAgainLater
 from whereabouts.lock import LeaseLock, NodeLock
 from whereabouts.log import Log
-from whereabouts.pool import Allocation, Pool, lease_name, pool_name, remove_allocation, reservation_name, set_allocation
+from whereabouts.pool import (Allocation, Pool, decode_pool, lease_name, remove_allocation, reservation_name,
+                              set_allocation)
 from whereabouts.ranges import Address, IPRange
 from whereabouts.store import Store, reservation_belongs
 
@@ -34,21 +36,28 @@ MAX_WRITE_CONFLICTS = 20
 class Assigned:
     """One address this invocation holds in one range."""
 
-    rng: IPRange
-    offset: int
+    blk: Block
+    offset: int  # relative to the block's CIDR
     new: bool
 
     @property
+    def rng(self) -> IPRange:
+        return self.blk.parent
+
+    @property
     def address(self) -> Address:
-        return self.rng.address(self.offset)
+        return self.blk.view.address(self.offset)
 
 
 @dataclass
 class Stats:
     retries: int = 0
     lock_wait: float = 0.0
-    requests: int = 0
-    notes: list[str] = field(default_factory=list)
+
+
+def owner_key(owner: Allocation) -> str:
+    """What picks an owner's home block; the same for its ADD and its DEL."""
+    return f"{owner.podref or owner.container_id}|{owner.ifname}"
 
 
 class IPAM:
@@ -59,9 +68,7 @@ class IPAM:
         self.deadline = deadline
         self.log = log
         self.stats = Stats()
-
-    def pool_name(self, rng: IPRange) -> str:
-        return pool_name(rng.cidr, self.config.network_name)
+        self.started = time.monotonic()
 
     def reservation_name(self, ip: Address) -> str:
         return reservation_name(ip, self.config.network_name)
@@ -83,12 +90,35 @@ class IPAM:
         finally:
             node.release()
 
-    def _backoff(self, attempt: int) -> None:
+    def _backoff(self, attempt: int, pool: str) -> None:
+        if attempt >= MAX_WRITE_CONFLICTS:
+            raise TryAgainLater(f"IPPool {pool}: {attempt} write conflicts in a row; try again")
         self.stats.retries += 1
         pause = min(0.5, 0.01 * (2 ** attempt)) * random.uniform(0.5, 1.5)
         if time.monotonic() + pause >= self.deadline:
-            raise TryAgainLater("deadline passed while retrying a conflicting pool write")
+            raise TryAgainLater(f"IPPool {pool}: deadline passed while retrying a conflicting write")
         time.sleep(pause)
+
+    def layout(self, rng: IPRange) -> Layout:
+        return Layout(rng, self.config.network_name, self.config.block_size)
+
+    def _read(self, blk: Block, create: bool) -> Pool | None:
+        return self.store.read_pool(blk.name, blk.view.cidr, create, self.layout(blk.parent).metadata())
+
+    def _existing_blocks(self, rng: IPRange) -> list[tuple[Block, Pool]]:
+        """Every stored pool of a range with its block (one GET, or one LIST for a sharded range)."""
+        layout = self.layout(rng)
+        if not layout.sharded:
+            blk = layout.block(0)
+            pool = self._read(blk, create=False)
+            return [(blk, pool)] if pool else []
+        by_name = {blk.name: blk for blk in layout.blocks()}
+        found = []
+        for obj in self.store.list_pools(f"{BLOCK_OF_LABEL}={layout.label}"):
+            blk = by_name.get(obj.get("metadata", {}).get("name"))
+            if blk is not None:
+                found.append((blk, decode_pool(obj, blk.view.cidr)))
+        return found
 
     # --- ADD ---------------------------------------------------------------------------
 
@@ -96,32 +126,56 @@ class IPAM:
         done: list[Assigned] = []
         try:
             for i, rng in enumerate(self.config.ranges):
-                done.append(self._add_one(rng, owner, requested.get(i)))
+                done.append(self._add_range(rng, owner, requested.get(i)))
         except CNIError:
             self._roll_back(owner, [a for a in done if a.new])
             raise
         return done
 
-    def _add_one(self, rng: IPRange, owner: Allocation, want: Address | None) -> Assigned:
-        name = self.pool_name(rng)
+    def _add_range(self, rng: IPRange, owner: Allocation, want: Address | None) -> Assigned:
+        layout = self.layout(rng)
+        if want is not None:
+            blk = layout.block_of(want)
+            if blk is None:
+                raise AddressUnavailable(f"requested address {want} lies beyond the blocks used in range {rng.cidr}")
+            return self._add_in_block(blk, owner, want)
+        order = layout.search_order(owner_key(owner))
+        try:
+            return self._add_in_block(order[0], owner, None)
+        except RangeExhausted:
+            if len(order) == 1:
+                raise
+        # The home block is full: the owner may hold an address it spilled to earlier.
+        for blk, pool in self._existing_blocks(rng):
+            if find_owned(pool.allocations, owner.podref, owner.ifname, owner.container_id) is not None:
+                return self._add_in_block(blk, owner, None)
+        for blk in order[1:]:
+            try:
+                return self._add_in_block(blk, owner, None)
+            except RangeExhausted:
+                continue
+        raise RangeExhausted(f"no free address left in range {rng.cidr} ({len(order)} blocks of {layout.block_size})")
+
+    def _add_in_block(self, blk: Block, owner: Allocation, want: Address | None) -> Assigned:
+        view = blk.view
         blocked: set[int] = set()
-        with self.locked(name):
+        with self.locked(blk.name):
             conflicts = 0
             while True:
-                pool = self.store.read_pool(name, rng.cidr)
+                pool = self._read(blk, create=True)
                 assert pool is not None
                 existing = find_owned(pool.allocations, owner.podref, owner.ifname, owner.container_id)
                 if want is None and existing is not None:
-                    return self._keep(pool, rng, existing, owner)
+                    return self._keep(pool, blk, existing, owner)
                 if want is not None:
-                    offset = check_requested(rng, want, self._holder(pool, rng.offset(want)), owner)
+                    offset = check_requested(view, want, self._holder(pool, view.offset(want)), owner)
                     if existing == offset:
-                        return self._keep(pool, rng, existing, owner)
+                        return self._keep(pool, blk, existing, owner)
                 else:
-                    offset = lowest_free(rng, pool.taken, blocked)
+                    offset = lowest_free(view, pool.taken, blocked)
                 reserved = False
                 if self.config.overlapping_ranges:
-                    holder = self.store.create_reservation(self.reservation_name(rng.address(offset)), owner)
+                    holder = self.store.create_reservation(self.reservation_name(view.address(offset)), owner)
                     if holder is not None and not reservation_belongs(holder, owner):
                         if want is not None:
                             raise AddressUnavailable(
@@ -137,15 +191,14 @@ class IPAM:
                 set_allocation(pool, offset, owner)
                 if self.store.write_pool(pool):
                     if existing is not None and self.config.overlapping_ranges:
-                        self.store.delete_reservation(self.reservation_name(rng.address(existing)), owner)
-                    self.log.debug("allocated", pool=name, ip=str(rng.address(offset)), reserved=reserved)
-                    return Assigned(rng, offset, new=True)
+                        self.store.delete_reservation(self.reservation_name(view.address(existing)), owner)
+                    self.log.debug("allocated", pool=blk.name, ip=str(view.address(offset)), reserved=reserved,
+                                   conflicts=conflicts)
+                    return Assigned(blk, offset, new=True)
                 if reserved:
-                    self.store.delete_reservation(self.reservation_name(rng.address(offset)), owner)
+                    self.store.delete_reservation(self.reservation_name(view.address(offset)), owner)
                 conflicts += 1
-                if conflicts >= MAX_WRITE_CONFLICTS:
-                    raise TryAgainLater(f"IPPool {name}: {conflicts} write conflicts in a row; try again")
-                self._backoff(conflicts)
+                self._backoff(conflicts, blk.name)
 
     def _holder(self, pool: Pool, offset: int) -> Allocation | None:
         if offset in pool.allocations:
@@ -154,7 +207,7 @@ class IPAM:
             return Allocation("", "an undecodable pool entry", "")
         return None
 
-    def _keep(self, pool: Pool, rng: IPRange, offset: int, owner: Allocation) -> Assigned:
+    def _keep(self, pool: Pool, blk: Block, offset: int, owner: Allocation) -> Assigned:
         """Idempotent ADD: return what this owner holds, pointing it at the current container."""
         current = pool.allocations[offset]
         if current.container_id != owner.container_id:
@@ -162,100 +215,73 @@ class IPAM:
             if not self.store.write_pool(pool):
                 raise TryAgainLater(f"IPPool {pool.name} changed while updating the container id; try again")
             if self.config.overlapping_ranges:
-                name = self.reservation_name(rng.address(offset))
+                name = self.reservation_name(blk.view.address(offset))
                 obj = self.store.get_reservation(name)
                 if obj is not None and reservation_belongs(obj, current):
                     self.store.update_reservation(obj, owner)
-        return Assigned(rng, offset, new=False)
+        return Assigned(blk, offset, new=False)
 
     def _roll_back(self, owner: Allocation, assigned: list[Assigned]) -> None:
         for a in reversed(assigned):
             try:
-                self._release_offsets(a.rng, {a.offset}, owner)
+                self._release(a.blk, lambda o, al: o == a.offset and al.container_id == owner.container_id
+                              and al.ifname == owner.ifname)
             except CNIError as e:
                 self.log.error("rollback failed", ip=str(a.address), error=e.msg)
 
-    # --- DEL ---------------------------------------------------------------------------
+    # --- releasing: DEL, GC, rollback ----------------------------------------------------
 
-    def delete(self, container_id: str, ifname: str) -> list[str]:
+    def _release(self, blk: Block, doomed: Callable[[int, Allocation], bool]) -> list[str]:
+        """Remove every allocation of a block that `doomed` picks, then their reservations.
+
+        Reads once without the lock, so a block with nothing to free costs one GET.
+        """
+        pool = self._read(blk, create=False)
+        if pool is None or not any(doomed(o, a) for o, a in pool.allocations.items()):
+            return []
+        with self.locked(blk.name):
+            conflicts = 0
+            while True:
+                pool = self._read(blk, create=False)
+                if pool is None:
+                    return []
+                gone = {o: a for o, a in pool.allocations.items() if doomed(o, a)}
+                if not gone:
+                    return []
+                for o in gone:
+                    remove_allocation(pool, o)
+                if self.store.write_pool(pool):
+                    break
+                conflicts += 1
+                self._backoff(conflicts, blk.name)
+        if self.config.overlapping_ranges:
+            for o, alloc in gone.items():
+                self.store.delete_reservation(self.reservation_name(blk.view.address(o)), alloc)
+        return [str(blk.view.address(o)) for o in gone]
+
+    def delete(self, owner: Allocation) -> list[str]:
         """Free this container's addresses in every range; errors are raised after trying all."""
         freed: list[str] = []
         first_error: CNIError | None = None
+
+        def mine(_: int, a: Allocation) -> bool:
+            return a.container_id == owner.container_id and a.ifname == owner.ifname
+
         for rng in self.config.ranges:
             try:
-                freed += self._delete_one(rng, container_id, ifname)
+                layout = self.layout(rng)
+                home = layout.search_order(owner_key(owner))[0]
+                found = self._release(home, mine)
+                if not found and layout.sharded:
+                    for blk, _ in self._existing_blocks(rng):
+                        if blk.name != home.name:
+                            found += self._release(blk, mine)
+                freed += found
             except CNIError as e:
                 first_error = first_error or e
         if first_error is not None:
             raise first_error
         return freed
-
-    def _delete_one(self, rng: IPRange, container_id: str, ifname: str) -> list[str]:
-        name = self.pool_name(rng)
-        with self.locked(name):
-            conflicts = 0
-            while True:
-                pool = self.store.read_pool(name, rng.cidr, create=False)
-                if pool is None:
-                    return []
-                offsets = find_by_container(pool.allocations, container_id, ifname)
-                if not offsets:
-                    return []
-                owners = {o: pool.allocations[o] for o in offsets}
-                for o in offsets:
-                    remove_allocation(pool, o)
-                if self.store.write_pool(pool):
-                    break
-                conflicts += 1
-                if conflicts >= MAX_WRITE_CONFLICTS:
-                    raise TryAgainLater(f"IPPool {name}: {conflicts} write conflicts in a row; try again")
-                self._backoff(conflicts)
-        if self.config.overlapping_ranges:
-            for o, alloc in owners.items():
-                self.store.delete_reservation(self.reservation_name(rng.address(o)), alloc)
-        return [str(rng.address(o)) for o in offsets]
-
-    def _release_offsets(self, rng: IPRange, offsets: set[int], owner: Allocation) -> None:
-        """Free given offsets if they still belong to `owner` (rollback and GC)."""
-        name = self.pool_name(rng)
-        with self.locked(name):
-            for attempt in range(MAX_WRITE_CONFLICTS):
-                pool = self.store.read_pool(name, rng.cidr, create=False)
-                if pool is None:
-                    return
-                mine = [o for o in offsets if o in pool.allocations
-                        and pool.allocations[o].container_id == owner.container_id
-                        and pool.allocations[o].ifname == owner.ifname]
-                if not mine:
-                    return
-                for o in mine:
-                    remove_allocation(pool, o)
-                if self.store.write_pool(pool):
-                    break
-                self._backoff(attempt + 1)
-            else:
-                raise TryAgainLater(f"IPPool {name}: too many write conflicts while releasing")
-        if self.config.overlapping_ranges:
-            for o in mine:
-                self.store.delete_reservation(self.reservation_name(rng.address(o)), owner)
-
-    # --- CHECK, GC, STATUS -------------------------------------------------------------
-
-    def check(self, container_id: str, ifname: str, addresses: list[Address]) -> None:
-        """Every address of prevResult in our ranges is allocated to this container and interface."""
-        for rng in self.config.ranges:
-            mine = [a for a in addresses if a.version == rng.version and a in rng.network]
-            pool = self.store.read_pool(self.pool_name(rng), rng.cidr, create=False)
-            allocations = pool.allocations if pool else {}
-            held = find_by_container(allocations, container_id, ifname)
-            if not mine:
-                raise NotAllocated(f"prevResult has no address in range {rng.cidr}")
-            for ip in mine:
-                if rng.offset(ip) not in held:
-                    holder = allocations.get(rng.offset(ip))
-                    who = f"held by container {holder.container_id}" if holder else "not allocated"
-                    raise NotAllocated(f"{ip} of prevResult is {who} in IPPool {self.pool_name(rng)}, "
-                                       f"not by container {container_id} interface {ifname}")
 
     def gc(self, valid: set[tuple[str, str]]) -> list[str]:
         """Free every allocation whose (container id, ifname) is not a valid attachment."""
@@ -263,43 +289,44 @@ class IPAM:
         errors: list[str] = []
         for rng in self.config.ranges:
             try:
-                freed += self._gc_one(rng, valid)
+                for blk, _ in self._existing_blocks(rng):
+                    freed += self._release(blk, lambda _, a: (a.container_id, a.ifname) not in valid)
             except CNIError as e:
                 errors.append(f"{rng.cidr}: {e.msg}")
         if errors:
             raise TryAgainLater(f"GC freed {len(freed)} address(es) but failed in: " + "; ".join(errors))
         return freed
 
-    def _gc_one(self, rng: IPRange, valid: set[tuple[str, str]]) -> list[str]:
-        name = self.pool_name(rng)
-        with self.locked(name):
-            for attempt in range(MAX_WRITE_CONFLICTS):
-                pool = self.store.read_pool(name, rng.cidr, create=False)
-                if pool is None:
-                    return []
-                stale = {o: a for o, a in pool.allocations.items() if (a.container_id, a.ifname) not in valid}
-                if not stale:
-                    return []
-                for o in stale:
-                    remove_allocation(pool, o)
-                if self.store.write_pool(pool):
-                    break
-                self._backoff(attempt + 1)
-            else:
-                raise TryAgainLater(f"IPPool {name}: too many write conflicts during GC")
-        if self.config.overlapping_ranges:
-            for o, alloc in stale.items():
-                self.store.delete_reservation(self.reservation_name(rng.address(o)), alloc)
-        return [str(rng.address(o)) for o in stale]
+    # --- CHECK, STATUS -----------------------------------------------------------------
+
+    def check(self, container_id: str, ifname: str, addresses: list[Address]) -> None:
+        """Every address of prevResult in our ranges is allocated to this container and interface."""
+        for rng in self.config.ranges:
+            mine = [a for a in addresses if a.version == rng.version and a in rng.network]
+            if not mine:
+                raise NotAllocated(f"prevResult has no address in range {rng.cidr}")
+            for ip in mine:
+                blk = self.layout(rng).block_of(ip)
+                pool = self._read(blk, create=False) if blk else None
+                holder = pool.allocations.get(blk.view.offset(ip)) if pool and blk else None
+                if holder is None or holder.container_id != container_id or holder.ifname != ifname:
+                    who = f"held by container {holder.container_id}" if holder else "not allocated"
+                    raise NotAllocated(f"{ip} of prevResult is {who} in range {rng.cidr}, "
+                                       f"not by container {container_id} interface {ifname}")
 
     def status(self) -> None:
-        """Raise unless every range could serve an ADD now."""
+        """Raise RangeExhausted unless every range could serve an ADD now."""
         for rng in self.config.ranges:
-            pool = self.store.read_pool(self.pool_name(rng), rng.cidr, create=False)
-            try:
-                lowest_free(rng, pool.taken if pool else set())
-            except RangeExhausted as e:
-                raise RangeExhausted(e.msg) from None
+            stored = {blk.name: pool for blk, pool in self._existing_blocks(rng)}
+            for blk in self.layout(rng).blocks():
+                pool = stored.get(blk.name)
+                try:
+                    lowest_free(blk.view, pool.taken if pool else set())
+                    break
+                except RangeExhausted:
+                    continue
+            else:
+                raise RangeExhausted(f"no free address left in range {rng.cidr}")
 
 
 def _holder_text(obj: dict) -> str:

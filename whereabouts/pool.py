@@ -101,11 +101,11 @@ class Pool:
         return self.keys.get(offset, [])
 
 
-def new_pool_object(name: str, cidr: str, namespace: str) -> dict[str, Any]:
+def new_pool_object(name: str, cidr: str, namespace: str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": "IPPool",
-        "metadata": {"name": name, "namespace": namespace},
+        "metadata": {**(metadata or {}), "name": name, "namespace": namespace},
         "spec": {"range": cidr, "allocations": {}},
     }
 

@@ -7,6 +7,7 @@ instead of being overwritten. Nothing here decides which address to take.
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 from whereabouts.errors import CorruptPool, IOFailure
@@ -27,15 +28,17 @@ class Store:
 
     # --- pools ---------------------------------------------------------------------
 
-    def read_pool(self, name: str, cidr: str, create: bool = True) -> Pool | None:
-        """The pool as stored now, created empty if absent (when `create`)."""
+    def read_pool(
+        self, name: str, cidr: str, create: bool = True, metadata: dict[str, Any] | None = None
+    ) -> Pool | None:
+        """The pool as stored now, created empty (with `metadata` labels/annotations) if absent and `create`."""
         for _ in range(3):
             resp = self.api.request("GET", self.api.custom_path(POOLS, name))
             if resp.status == 200:
                 return decode_pool(resp.body, cidr)
             if not create:
                 return None
-            resp = self.api.request("POST", self.api.custom_path(POOLS), new_pool_object(name, cidr, self.namespace))
+            resp = self.api.request("POST", self.api.custom_path(POOLS), new_pool_object(name, cidr, self.namespace, metadata))
             if resp.status in (200, 201):
                 return decode_pool(resp.body, cidr)
             # 409: someone created it between our GET and POST; read theirs.
@@ -55,8 +58,11 @@ class Store:
         pool.raw, pool.resource_version = fresh.raw, fresh.resource_version
         return True
 
-    def list_pools(self) -> list[dict[str, Any]]:
-        resp = self.api.request("GET", self.api.custom_path(POOLS))
+    def list_pools(self, label_selector: str = "") -> list[dict[str, Any]]:
+        path = self.api.custom_path(POOLS)
+        if label_selector:
+            path += "?labelSelector=" + urllib.parse.quote(label_selector)
+        resp = self.api.request("GET", path)
         return list(resp.body.get("items") or []) if resp.status == 200 else []
 
     # --- reservations ----------------------------------------------------------------

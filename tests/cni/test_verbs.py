@@ -295,3 +295,39 @@ def test_fifty_concurrent_adds_from_five_nodes(netconf, pools, tmp_path):
     stored = pools.allocations("10.10.0.0-24")
     assert {f"10.10.0.{k}/24" for k in stored} == set(ips)
     assert {v["id"] for v in stored.values()} == {f"c{i}" for i in range(50)}
+
+
+def test_block_layout_spreads_spills_and_frees(netconf, pools):
+    conf = netconf({"range": "10.11.0.0/22", "block_size": 256})
+    ips = {}
+    for i in range(12):
+        ips[i] = run(conf, "ADD", container_id=f"c{i}", pod=f"p{i}").ok().ips[0]
+    assert len(set(ips.values())) == 12
+    names = {p["metadata"]["name"] for p in pools.custom.list_namespaced_custom_object(
+        "whereabouts.cni.cncf.io", "v1alpha1", pools.namespace, "ippools")["items"]}
+    assert names <= {f"10.11.0.0-22-blk{i}" for i in range(4)} and len(names) > 1
+    blk = pools.pool(sorted(names)[0])
+    assert blk["metadata"]["annotations"]["whereabouts.cni.cncf.io/range"] == "10.11.0.0/22"
+    # Idempotent and freed across blocks.
+    assert run(conf, "ADD", container_id="c3", pod="p3").ok().ips[0] == ips[3]
+    for i in range(12):
+        run(conf, "DEL", container_id=f"c{i}", pod=f"p{i}").ok()
+    assert all(pools.allocations(n) == {} for n in names)
+    assert pools.reservations() == []
+
+
+def test_block_layout_fills_the_whole_range(netconf, pools):
+    small = netconf({"range": "10.12.0.0/26", "block_size": 16, "enable_overlapping_ranges": False,
+                     "log_file": None})
+    got = [run(small, "ADD", container_id=f"c{i}", pod=f"p{i}").ok().ips[0] for i in range(62)]
+    assert len(set(got)) == 62
+    err = run(small, "ADD", container_id="x", pod="x").error(100)
+    assert "4 blocks of 16" in err["msg"]
+    run({**small, "cniVersion": "1.1.0"}, "STATUS").error(50)
+    # A static request lands in its own block; GC frees across blocks.
+    run(small, "DEL", container_id="c0", pod="p0").ok()
+    freed = got[0].split("/")[0]
+    assert run({**small, "args": {"cni": {"ips": [freed]}}}, "ADD", container_id="s", pod="s").ok().ips[0] == got[0]
+    gc = {**small, "cniVersion": "1.1.0", "cni.dev/valid-attachments": [{"containerID": "s", "ifname": "net1"}]}
+    run(gc, "GC").ok()
+    assert sum(len(pools.allocations(f"10.12.0.0-26-blk{i}")) for i in range(4)) == 1

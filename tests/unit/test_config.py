@@ -219,3 +219,14 @@ def test_requested_ips_precedence():
 def test_requested_ips_invalid(conf):
     with pytest.raises(InvalidConfig):
         requested_ips(conf, {})
+
+
+@pytest.mark.parametrize("value", [100, 8, 131072, "1024", True, -256])
+def test_block_size_must_be_a_power_of_two_in_bounds(value):
+    with pytest.raises(InvalidConfig, match="block_size"):
+        parse_ipam(ipam(range="10.0.0.0/16", block_size=value))
+
+
+def test_block_size_default_is_the_single_go_layout():
+    assert parse_ipam(ipam(range="10.0.0.0/16")).block_size == 0
+    assert parse_ipam(ipam(range="10.0.0.0/16", block_size=1024)).block_size == 1024
