@@ -8,6 +8,8 @@
 #   hack/cluster.sh down     stop what `up` started and remove the state dir
 #   hack/cluster.sh status   "running ..." (exit 0) or "stopped" (exit 1)
 #   hack/cluster.sh env      print the shell exports of the running cluster
+#   hack/cluster.sh restart etcd|kube-apiserver [SECONDS]
+#                            stop one server, wait SECONDS, start it again (fault tests)
 #
 # State lives in .cluster/ at the repo root (WHEREABOUTS_CLUSTER_DIR overrides):
 # pid files, logs, etcd data, certificates, admin.kubeconfig and env.
@@ -204,6 +206,7 @@ start_apiserver() {
     --service-cluster-ip-range=10.96.0.0/16 \
     --authorization-mode=RBAC \
     --token-auth-file="$DIR/tokens.csv" \
+    --client-ca-file="$DIR/client-ca.crt" \
     --service-account-issuer="$SA_ISSUER" \
     --service-account-key-file="$DIR/sa.key" \
     --service-account-signing-key-file="$DIR/sa.key" \
@@ -243,7 +246,14 @@ start_fresh() {
   (umask 077
    echo "$TOKEN" >"$DIR/admin.token"
    echo "$TOKEN,admin,admin,system:masters" >"$DIR/tokens.csv"
-   openssl genrsa -out "$DIR/sa.key" 2048 2>/dev/null)
+   openssl genrsa -out "$DIR/sa.key" 2048 2>/dev/null
+   # A client CA and an admin client certificate, so client-certificate kubeconfigs are tested for real.
+   openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=whereabouts-test-client-ca" \
+     -keyout "$DIR/client-ca.key" -out "$DIR/client-ca.crt" 2>/dev/null
+   openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=admin-cert" \
+     -keyout "$DIR/admin-client.key" -out "$DIR/admin-client.csr" 2>/dev/null
+   openssl x509 -req -in "$DIR/admin-client.csr" -CA "$DIR/client-ca.crt" -CAkey "$DIR/client-ca.key" \
+     -CAcreateserial -days 30 -out "$DIR/admin-client.crt" 2>/dev/null)
 
   local attempt
   for attempt in 1 2 3; do
@@ -424,6 +434,22 @@ cmd_down() {
   say "cluster down"
 }
 
+# Stop one server, wait, and start it again on the same port and data: for fault tests.
+cmd_restart() {
+  local name="${1:-}" down="${2:-0}"
+  [[ "$name" == etcd || "$name" == kube-apiserver ]] || die "usage: hack/cluster.sh restart etcd|kube-apiserver [seconds down]"
+  step "locking $DIR"
+  lock_dir
+  load_state
+  [[ -n "$APISERVER_PORT" ]] || die "no cluster recorded in $DIR"
+  BIN_DIR="$BIN_DIR_USED"
+  stop_proc "$name"
+  sleep "$down"
+  if [[ "$name" == etcd ]]; then start_etcd; else start_apiserver; fi
+  STEP="-"
+  say "$name restarted"
+}
+
 cmd_status() {
   STEP="-"
   if [[ ! -f "$MARKER" ]]; then echo "stopped (no state in $DIR)"; return 1; fi
@@ -455,6 +481,7 @@ case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
+  restart) shift; cmd_restart "$@" ;;
   env) cmd_env ;;
   -h|--help|help) STEP="-"; usage ;;
   *) STEP="-"; usage; exit 2 ;;

@@ -6,11 +6,15 @@ or which offsets an owner frees. The store layer applies the decision.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
 
 from whereabouts.errors import AddressUnavailable, InvalidConfig, RangeExhausted
-from whereabouts.pool import Allocation
-from whereabouts.ranges import Address, IPRange
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the hot path (~3 ms)
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable
+
+    from whereabouts.pool import Allocation
+    from whereabouts.ranges import Address, IPRange
 
 
 def lowest_free(rng: IPRange, taken: Collection[int], skip: Collection[int] = ()) -> int:
