@@ -9,7 +9,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.whereabouts-install-stamp"
-APT_PACKAGES=(containernetworking-plugins iproute2 openssl procps curl)
+APT_PACKAGES=(containernetworking-plugins iproute2 iputils-ping openssl procps curl time)
 
 say() { echo "[setup] $*" >&2; }
 STEP="start"
@@ -62,8 +62,8 @@ fi
 want="$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
 have="$(cat "$STAMP" 2>/dev/null || true)"
 if [[ "$want" != "$have" ]]; then
-  step "pip install -e '.[test]' into $VENV"
-  (cd "$ROOT" && "$VENV/bin/python" -m pip install -q -e '.[test]') >&2
+  step "pip install -e '.[test,bench,build]' into $VENV"
+  (cd "$ROOT" && "$VENV/bin/python" -m pip install -q -e '.[test,bench,build]') >&2
   echo "$want" >"$STAMP"
 else
   say "python packages up to date (setup.cfg/pyproject.toml unchanged)"

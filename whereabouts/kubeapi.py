@@ -21,7 +21,6 @@ from whereabouts.record import Record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the hot path (~3 ms)
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from typing import Any
 
     from whereabouts.kubeconfig import Connection
@@ -168,37 +167,9 @@ class KubeAPI:
             raise IOFailure(f"forbidden (403) on {what}: {resp.reason}")
         raise IOFailure(f"API server answered {status} on {what}: {resp.reason}")
 
-    def watch(self, path: str, timeout: float) -> Iterator[dict[str, Any]]:
-        """Events of a watch, on a connection of its own, until `timeout` seconds pass."""
-        timeout = min(timeout, self._timeout())
-        end = time.monotonic() + timeout
-        conn = self._connect(timeout)
-        try:
-            sep = "&" if "?" in path else "?"
-            conn.request("GET", f"{self._prefix}{path}{sep}watch=1&timeoutSeconds={max(1, int(timeout) + 1)}",
-                         headers=self._headers)
-            resp = conn.getresponse()
-            if resp.status != 200:
-                resp.read()
-                return
-            while True:
-                left = end - time.monotonic()
-                if left <= 0 or conn.sock is None:
-                    return
-                conn.sock.settimeout(left)
-                line = resp.readline()
-                if not line:
-                    return
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    return
-                if isinstance(event, dict):
-                    yield event
-        except (OSError, http.client.HTTPException):
-            return
-        finally:
-            conn.close()
+    def watch(self, path: str, timeout: float) -> Watch:
+        """A watch on a connection of its own, for at most `timeout` seconds."""
+        return Watch(self, path, min(timeout, self._timeout()))
 
     def close(self) -> None:
         if self._http is not None:
@@ -216,3 +187,49 @@ class KubeAPI:
     def lease_path(self, name: str = "") -> str:
         base = f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases"
         return f"{base}/{name}" if name else base
+
+
+class Watch:
+    """The event stream of one watch request; each read waits only as long as the caller says."""
+
+    def __init__(self, api: KubeAPI, path: str, timeout: float) -> None:
+        self._conn: http.client.HTTPConnection | None = None
+        self._resp: http.client.HTTPResponse | None = None
+        try:
+            conn = api._connect(timeout)
+            self._conn = conn
+            sep = "&" if "?" in path else "?"
+            conn.request("GET", f"{api._prefix}{path}{sep}watch=1&timeoutSeconds={max(1, int(timeout) + 1)}",
+                         headers=api._headers)
+            resp = conn.getresponse()
+            if resp.status == 200:
+                self._resp = resp
+            else:
+                resp.read()
+                self.close()
+        except (OSError, http.client.HTTPException):
+            self.close()
+
+    def next(self, until: float) -> dict[str, Any] | None:
+        """The next event, or None when the stream ended, failed, or nothing came before `until` (monotonic).
+
+        A read cut short by the time limit may leave half a line behind, so the stream is closed then.
+        """
+        left = until - time.monotonic()
+        if self._resp is None or self._conn is None or self._conn.sock is None or left <= 0:
+            return None
+        try:
+            self._conn.sock.settimeout(left)
+            line = self._resp.readline()
+            event = json.loads(line) if line else None
+        except (OSError, ValueError, http.client.HTTPException):
+            event = None
+        if not isinstance(event, dict):
+            self.close()
+            return None
+        return event
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = self._resp = None

@@ -28,7 +28,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the h
 if TYPE_CHECKING:
     from typing import Any
 
-    from whereabouts.kubeapi import KubeAPI
+    from whereabouts.kubeapi import KubeAPI, Watch
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "whereabouts"}
 
@@ -37,6 +37,9 @@ def micro_time(ts: float | None = None) -> str:
     """A Kubernetes MicroTime (RFC 3339 in UTC with microseconds)."""
     ts = time.time() if ts is None else ts
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1_000_000):06d}Z"
+
+
+_GONE = object()  # marker: the Lease was deleted or the watch ended early
 
 
 class _Timeout(Exception):
@@ -120,65 +123,95 @@ class LeaseLock:
         }
 
     def acquire(self) -> None:
+        """Take the Lease, waiting on a watch of it while someone else holds it.
+
+        The watch delivers every new version of the Lease, so a waiter needs no GET after
+        a change and no GET after losing a race (409): it reads on until the Lease is free
+        again or its holder's time is up.
+        """
         start = time.monotonic()
+        lease = self._get_or_create()
         observed_rv, observed_at = None, start
-        holder = ""
-        while True:
-            now = time.monotonic()
-            if now >= self.deadline:
-                raise TryAgainLater(
-                    f"Lease {self.api.namespace}/{self.name} held by {holder!r}: not obtained within "
-                    f"{now - start:.1f}s"
-                )
-            self.attempts += 1
-            resp = self.api.request("GET", self.api.lease_path(self.name))
-            if resp.status == 404:
-                body = {
-                    "apiVersion": "coordination.k8s.io/v1",
-                    "kind": "Lease",
-                    "metadata": {"name": self.name, "namespace": self.api.namespace, "labels": MANAGED_BY},
-                    "spec": self._spec(0),
-                }
-                created = self.api.request("POST", self.api.lease_path(), body)
-                if created.status in (200, 201):
-                    self.held = created.body
-                    break
-                continue
-            lease = resp.body
-            spec = lease.get("spec") or {}
-            rv = lease.get("metadata", {}).get("resourceVersion")
-            holder = spec.get("holderIdentity") or ""
-            if rv != observed_rv:
-                observed_rv, observed_at = rv, time.monotonic()
-            duration = spec.get("leaseDurationSeconds") or self.duration_s
-            expires = observed_at + float(duration)
-            if not holder or holder == self.identity or time.monotonic() >= expires:
-                transitions = int(spec.get("leaseTransitions") or 0) + (0 if holder == self.identity else 1)
-                lease["spec"] = {**spec, **self._spec(transitions)}
-                updated = self.api.request("PUT", self.api.lease_path(self.name), lease)
-                if updated.status == 200:
-                    self.held = updated.body
-                    break
-                continue  # 409: someone else changed it; look again at once
-            self._wait_for_change(rv, min(expires, self.deadline))
+        events = None
+        try:
+            while lease is not None:
+                spec = lease.get("spec") or {}
+                rv = lease.get("metadata", {}).get("resourceVersion")
+                holder = spec.get("holderIdentity") or ""
+                if rv != observed_rv:
+                    observed_rv, observed_at = rv, time.monotonic()
+                expires = observed_at + float(spec.get("leaseDurationSeconds") or self.duration_s)
+                if not holder or holder == self.identity or time.monotonic() >= expires:
+                    if self._take(lease, spec, holder):
+                        break
+                    lease = None  # lost the race: the watch brings the winner's version
+                elif time.monotonic() >= self.deadline:
+                    raise TryAgainLater(
+                        f"Lease {self.api.namespace}/{self.name} held by {holder!r}: not obtained within "
+                        f"{time.monotonic() - start:.1f}s"
+                    )
+                if events is None:
+                    events = self._watch(rv)
+                lease = self._next_version(events, min(expires, self.deadline))
+                if lease is _GONE or lease is None:  # deleted, broken, or the holder's time is up: read afresh
+                    events.close()
+                    lease, events = self._get_or_create(), None
+        finally:
+            if events is not None:
+                events.close()
         self.waited = time.monotonic() - start
 
-    def _wait_for_change(self, rv: str | None, until: float) -> None:
-        """Block until the Lease changes or `until` (monotonic) passes."""
-        timeout = until - time.monotonic()
-        if timeout <= 0:
-            return
+    def _get_or_create(self) -> dict[str, Any] | None:
+        """The Lease as stored; None once we created it (and so hold it)."""
+        while True:
+            if time.monotonic() >= self.deadline:
+                raise TryAgainLater(f"Lease {self.api.namespace}/{self.name}: not obtained before the deadline")
+            self.attempts += 1
+            resp = self.api.request("GET", self.api.lease_path(self.name))
+            if resp.status == 200:
+                return resp.body
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": self.name, "namespace": self.api.namespace, "labels": MANAGED_BY},
+                "spec": self._spec(0),
+            }
+            created = self.api.request("POST", self.api.lease_path(), body)
+            if created.status in (200, 201):
+                self.held = created.body
+                return None
+
+    def _take(self, lease: dict[str, Any], spec: dict[str, Any], holder: str) -> bool:
+        transitions = int(spec.get("leaseTransitions") or 0) + (0 if holder == self.identity else 1)
+        lease = {**lease, "spec": {**spec, **self._spec(transitions)}}
+        self.attempts += 1
+        updated = self.api.request("PUT", self.api.lease_path(self.name), lease)
+        if updated.status == 200:
+            self.held = updated.body
+            return True
+        return False
+
+    def _watch(self, rv: str | None) -> Watch:
         selector = urllib.parse.quote(f"metadata.name={self.name}")
         path = f"{self.api.lease_path()}?fieldSelector={selector}&resourceVersion={rv}"
+        return self.api.watch(path, max(0.05, self.deadline - time.monotonic()))
+
+    def _next_version(self, events: Watch, until: float) -> Any:
+        """The Lease's next version from the watch; `_GONE` if deleted or the watch broke; None at `until`."""
         started = time.monotonic()
-        for event in self.api.watch(path, timeout):
-            if event.get("type") in ("MODIFIED", "DELETED", "ERROR"):
-                break
-        if time.monotonic() - started < 0.01 and time.monotonic() < until:
-            # The watch failed at once (e.g. not permitted): fall back to a short jittered pause.
+        event = events.next(until)
+        if event is not None:
+            if event.get("type") in ("ADDED", "MODIFIED") and isinstance(event.get("object"), dict):
+                return event["object"]
+            return _GONE  # DELETED, ERROR (e.g. a too old resourceVersion) or BOOKMARK: read afresh
+        if time.monotonic() >= until:
+            return None
+        if time.monotonic() - started < 0.01:
+            # The watch failed at once (e.g. not permitted): pause briefly before reading again.
             import random
 
-            time.sleep(min(until - time.monotonic(), random.uniform(0.02, 0.08)))
+            time.sleep(min(max(0.0, until - time.monotonic()), random.uniform(0.02, 0.08)))
+        return _GONE
 
     def release(self) -> None:
         """Clear the holder so the next waiter takes it at once. Best effort: it expires anyway."""
