@@ -1,21 +1,448 @@
-"""Operator commands on the same `whereabouts` executable."""
+"""Operator commands on the same `whereabouts` executable.
+
+Run with arguments, `whereabouts` is this CLI (without, it is the CNI plugin):
+`pools`, `show`, `check`, `release` and `reconcile`. Each command reads and writes
+through `whereabouts.kubeclient`; the decisions are the pure functions of
+`whereabouts.reconcile` and `whereabouts.audit`. Failures are one line on stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from whereabouts import __version__
+from whereabouts.audit import audit
+from whereabouts.errors import CorruptPool
+from whereabouts.kubeclient import Kube, KubeError, connect
+from whereabouts.pool import Allocation, pool_name, reservation_name
+from whereabouts.ranges import Address
+from whereabouts.reconcile import (Entry, Plan, PoolView, Reservation, Snapshot, orphan_reservations, pairing, plan,
+                                   snapshot, unchanged, view_pool)
+
+EXIT_OK, EXIT_FAILED = 0, 1
+DEFAULT_GRACE = 60.0
+DEFAULT_INTERVAL = 300.0
+
+EPILOG = ("Exit status: 0 success; 1 the command failed, was refused, or `check` found a problem; "
+          "2 usage error. `whereabouts COMMAND --help` describes each command.")
+
+
+class Refused(Exception):
+    """The command cannot do what was asked; the message says why and what to do."""
+
+
+# --- output ---------------------------------------------------------------------------
+
+
+def table(headers: list[str], rows: Iterable[Iterable[Any]]) -> str:
+    """Columns padded to their widest cell, as kubectl prints them."""
+    cells = [headers] + [[str(c) if c not in ("", None) else "-" for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
+
+
+def emit(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:
+    if args.output == "json":
+        print(json.dumps(data, indent=None if getattr(args, "loop", False) else 2), flush=True)
+    else:
+        print(text(), flush=True)
+
+
+@dataclass
+class Freed:
+    """One object a release or a sweep removed (or, dry, would remove)."""
+
+    kind: str  # "allocation" or "reservation"
+    name: str  # the pool, or the reservation
+    address: str
+    pod: str
+    container: str
+    ifname: str
+    reason: str
+
+
+def _entry_freed(pool: str, address: Address | None, alloc: Allocation, reason: str) -> Freed:
+    return Freed("allocation", pool, str(address or ""), alloc.podref, alloc.container_id, alloc.ifname, reason)
+
+
+def _reservation_freed(res: Reservation, address: str, reason: str) -> Freed:
+    spec = res.spec
+    return Freed("reservation", res.name, address, res.podref, str(spec.get("containerid") or ""),
+                 str(spec.get("ifname") or ""), reason)
+
+
+# --- pools and show -------------------------------------------------------------------
+
+
+def cmd_pools(args: argparse.Namespace, kube: Kube) -> int:
+    snap = snapshot(kube.list_pools())
+    data = []
+    for view in sorted(snap.pools, key=lambda v: v.name):
+        capacity = max(0, view.rng.size)
+        used = sum(1 for o in view.pool.taken if view.rng.in_span(o))
+        percent = round(100 * used / capacity, 1) if capacity else 100.0
+        data.append({"name": view.name, "range": view.rng.cidr, "used": used, "free": capacity - used,
+                     "percent": percent})
+    data += [{"name": b.name, "error": b.reason} for b in snap.broken]
+
+    def text() -> str:
+        if not data:
+            return f"No IPPools in namespace {kube.namespace}."
+        rows = [[d["name"], d["range"], d["used"], d["free"], f"{d['percent']}%"] if "error" not in d
+                else [d["name"], "?", "?", "?", f"undecodable: {d['error']}"] for d in data]
+        return table(["NAME", "RANGE", "USED", "FREE", "USE%"], rows)
+
+    emit(args, data, text)
+    return EXIT_OK
+
+
+def _pool_arg(text: str) -> str:
+    """A pool name, or a CIDR turned into the name of its (unnamed) pool."""
+    if "/" not in text:
+        return text
+    try:
+        return pool_name(str(ipaddress.ip_network(text, strict=False)))
+    except ValueError:
+        raise Refused(f"{text!r} is neither a pool name nor a CIDR") from None
+
+
+def cmd_show(args: argparse.Namespace, kube: Kube) -> int:
+    name = _pool_arg(args.pool)
+    obj = kube.get_pool(name)
+    if obj is None:
+        raise Refused(f"no IPPool {name} in namespace {kube.namespace} (`whereabouts pools` lists them)")
+    try:
+        view = view_pool(obj)
+    except CorruptPool as e:
+        raise Refused(f"IPPool {name} cannot be decoded: {e.msg}") from None
+    allocs: list[dict[str, Any]] = [{"address": str(view.address(o) or ""), "offset": o, "pod": a.podref, "container": a.container_id,
+               "interface": a.ifname} for o, a in sorted(view.pool.allocations.items())]
+    data = {"name": view.name, "range": view.rng.cidr, "allocations": allocs, "undecodable": view.pool.undecodable}
+
+    def text() -> str:
+        out = table(["ADDRESS", "POD", "CONTAINER", "INTERFACE"],
+                    [[a["address"] or f"(offset {a['offset']})", a["pod"], a["container"][:12], a["interface"]]
+                     for a in allocs]) if allocs else f"No allocations in IPPool {view.name} ({view.rng.cidr})."
+        if view.pool.undecodable:
+            keys = ", ".join(repr(k) for k in view.pool.undecodable)
+            out += f"\nUndecodable entries (see `whereabouts check`): {keys}"
+        return out
+
+    emit(args, data, text)
+    return EXIT_OK
+
+
+# --- check ----------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace, kube: Kube) -> int:
+    snap = snapshot(kube.list_pools(), kube.list_reservations())
+    expect = {"auto": None, "yes": True, "no": False}[args.expect_reservations]
+    findings = audit(snap, expect)
+    counts = f"{len(snap.pools) + len(snap.broken)} pool(s) and {len(snap.reservations)} reservation(s)"
+    data = {"namespace": kube.namespace, "ok": not findings, "pools": len(snap.pools) + len(snap.broken),
+            "reservations": len(snap.reservations), "findings": [f.as_dict() for f in findings]}
+
+    def text() -> str:
+        if not findings:
+            return f"No problems found in {counts} of namespace {kube.namespace}."
+        rows = [[f.kind, f.pool, f.address, f.detail] for f in findings]
+        return (table(["KIND", "POOL", "ADDRESS", "DETAIL"], rows)
+                + f"\n{len(findings)} problem(s) in {counts} of namespace {kube.namespace}.")
+
+    emit(args, data, text)
+    return EXIT_FAILED if findings else EXIT_OK
+
+
+# --- release --------------------------------------------------------------------------
+
+
+def _identity_matches(args: argparse.Namespace, podref: str, container: str) -> bool:
+    return (not args.pod or podref == args.pod) and (not args.container or container.startswith(args.container))
+
+
+def _asked(args: argparse.Namespace) -> str:
+    return " and ".join(x for x in (args.pod and f"pod {args.pod}", args.container and f"container {args.container}")
+                        if x)
+
+
+def cmd_release(args: argparse.Namespace, kube: Kube) -> int:
+    try:
+        ip = ipaddress.ip_address(args.address)
+    except ValueError:
+        raise Refused(f"{args.address!r} is not an IP address") from None
+    snap = snapshot(kube.list_pools(), kube.list_reservations())
+    views = {v.name: v for v in snap.pools
+             if args.pool in (None, v.name) and ip.version == v.rng.version and ip in v.rng.network}
+    holders = [Entry(v.name, o, ip, v.pool.allocations[o], v.reservation_names(o))
+               for v in views.values() if (o := v.rng.offset(ip)) in v.pool.allocations]
+    if not holders:
+        return _release_reservation(args, kube, ip, snap)
+    mine = [e for e in holders if _identity_matches(args, e.alloc.podref, e.alloc.container_id)]
+    if not mine:
+        who = "; ".join(f"pod {e.alloc.podref or '-'} container {e.alloc.container_id[:12]} in pool {e.pool}"
+                        for e in holders)
+        raise Refused(f"{ip} is held by {who}, not by {_asked(args)}: nothing released")
+    if len(mine) > 1:
+        raise Refused(f"{ip} is held in pools {', '.join(e.pool for e in mine)}: choose one with --pool")
+    entry = mine[0]
+    if entry.alloc.podref and not args.force and kube.pod_exists(entry.alloc.podref):
+        raise Refused(f"pod {entry.alloc.podref} still exists: another pod could get {ip} while it is in use "
+                      "(delete the pod, or add --force)")
+    removed = kube.remove_allocations(entry.pool, lambda view: unchanged(view, [entry]),
+                                      first=views[entry.pool].pool.raw)
+    if not removed:
+        raise Refused(f"the entry of {ip} in pool {entry.pool} changed while releasing it: nothing released")
+    freed = [_entry_freed(entry.pool, ip, entry.alloc, "released")]
+    freed += [_reservation_freed(r, str(ip), "released") for r in kube.release_reservations(removed)]
+    _emit_freed(args, kube, freed, "released", "Released")
+    return EXIT_OK
+
+
+def _release_reservation(args: argparse.Namespace, kube: Kube, ip: Address, snap: Snapshot) -> int:
+    """No pool holds the address: release a reservation of it that no allocation holds."""
+    names = {reservation_name(ip)} | {reservation_name(ip, n) for v in snap.pools for n in v.networks}
+    held = pairing(snap.pools, snap.reservations).held
+    found = [r for r in snap.reservations if r.name in names and r.name not in held]
+    where = f"pool {args.pool}" if args.pool else f"any pool of namespace {kube.namespace}"
+    if not found:
+        raise Refused(f"{ip} is not allocated in {where}, and no unheld reservation names it")
+    mine = [r for r in found if _identity_matches(args, r.podref, str(r.spec.get("containerid") or ""))]
+    if not mine:
+        who = ", ".join(f"{r.name} (pod {r.podref or '-'})" for r in found)
+        raise Refused(f"{ip} is reserved by {who}, not by {_asked(args)}: nothing released")
+    freed = [_reservation_freed(r, str(ip), "released") for r in mine if kube.delete_reservation(r.name,
+                                                                                                 r.resource_version)]
+    if not freed:
+        raise Refused(f"the reservation of {ip} changed while releasing it: nothing released")
+    _emit_freed(args, kube, freed, "released", "Released")
+    return EXIT_OK
+
+
+def _emit_freed(args: argparse.Namespace, kube: Kube, freed: list[Freed], key: str, verb: str,
+                extra: dict[str, Any] | None = None, note: str = "") -> None:
+    """`freed` as a table and a summary (`verb`, e.g. "Would free"), or as JSON under `key`."""
+    data = {"namespace": kube.namespace, key: [asdict(f) for f in freed], **(extra or {})}
+    allocs = sum(f.kind == "allocation" for f in freed)
+
+    def text() -> str:
+        if not freed:
+            return f"Nothing to free in namespace {kube.namespace}.{note}"
+        summary = (f"{verb} {allocs} allocation(s) and {len(freed) - allocs} reservation(s) "
+                   f"in namespace {kube.namespace}.{note}")
+        rows = [[f.kind, f.name, f.address, f.pod, f.container[:12], f.ifname, f.reason] for f in freed]
+        return table(["KIND", "NAME", "ADDRESS", "POD", "CONTAINER", "INTERFACE", "REASON"], rows) + "\n" + summary
+
+    emit(args, data, text)
+
+
+# --- reconcile ------------------------------------------------------------------------
+
+
+@dataclass
+class Sweep:
+    """What one pass freed (or, dry, would free), the unheld reservations it kept for the grace period, and errors."""
+
+    freed: list[Freed] = field(default_factory=list)
+    young: list[Reservation] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def sweep(kube: Kube, grace: timedelta, dry_run: bool) -> Sweep:
+    """One pass. Reads reservations, then pools, then pods: the order `whereabouts.reconcile` relies on."""
+    reservation_objs = kube.list_reservations()
+    snap = snapshot(kube.list_pools(), reservation_objs)
+    now = datetime.now(timezone.utc)
+    todo = plan(snap, kube.pod_refs(), now, grace)
+    done = Sweep(young=todo.young)
+    for view in snap.pools:
+        entries = [e for e in todo.allocations if e.pool == view.name]
+        if entries:
+            _free_entries(kube, view, entries, todo, dry_run, done)
+    _free_orphans(kube, todo.reservations, now, grace, dry_run, done)
+    return done
+
+
+def _free_entries(kube: Kube, view: PoolView, entries: list[Entry], todo: Plan, dry_run: bool, done: Sweep) -> None:
+    reason = "pod no longer exists"
+    if dry_run:
+        for e in entries:
+            done.freed.append(_entry_freed(e.pool, e.address, e.alloc, reason))
+            done.freed += [_reservation_freed(r, str(e.address), "its allocation is freed")
+                           for r in todo.companions[(e.pool, e.offset)]]
+        return
+    try:
+        removed = kube.remove_allocations(view.name, lambda v: unchanged(v, entries), first=view.pool.raw)
+        done.freed += [_entry_freed(r.pool.name, r.pool.address(r.offset), r.alloc, reason) for r in removed]
+        addresses = {n: str(r.pool.address(r.offset)) for r in removed for n in r.pool.reservation_names(r.offset)}
+        done.freed += [_reservation_freed(res, addresses[res.name], "its allocation is freed")
+                       for res in kube.release_reservations(removed)]
+    except KubeError as e:
+        done.errors.append(str(e))
+
+
+def _free_orphans(kube: Kube, orphans: list[Reservation], now: datetime, grace: timedelta, dry_run: bool,
+                  done: Sweep) -> None:
+    reason = "held by no allocation"
+    if dry_run or not orphans:
+        done.freed += [_reservation_freed(r, "", reason) for r in orphans]
+        return
+    # Decide again on pools read now: an ADD may have written its entry since the snapshot.
+    recheck, _ = orphan_reservations(snapshot(kube.list_pools(), [r.raw for r in orphans]), now, grace)
+    for r in recheck:
+        try:
+            if kube.delete_reservation(r.name, r.resource_version):
+                done.freed.append(_reservation_freed(r, "", reason))
+        except KubeError as e:
+            done.errors.append(str(e))
+
+
+def _sweep_once(args: argparse.Namespace, kube: Kube) -> int:
+    done = sweep(kube, timedelta(seconds=args.grace), args.dry_run)
+    note = (f" Kept {len(done.young)} unheld reservation(s) younger than {args.grace:g}s: "
+            f"{', '.join(r.name for r in done.young)}." if done.young else "")
+    extra = {"dry_run": args.dry_run, "deferred": [r.name for r in done.young], "errors": done.errors}
+    _emit_freed(args, kube, done.freed, "freed", "Would free" if args.dry_run else "Freed", extra, note)
+    for message in done.errors:
+        print(f"whereabouts: error: {message}", file=sys.stderr, flush=True)
+    return EXIT_FAILED if done.errors else EXIT_OK
+
+
+def cmd_reconcile(args: argparse.Namespace, kube: Kube) -> int:
+    if not args.loop:
+        return _sweep_once(args, kube)
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.is_set():
+        try:
+            _sweep_once(args, kube)
+        except KubeError as e:
+            print(f"whereabouts: error: {e}", file=sys.stderr, flush=True)
+        stop.wait(args.interval)
+    return EXIT_OK
+
+
+# --- parser and entry point -----------------------------------------------------------
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _podref(text: str) -> str:
+    ns, _, name = text.partition("/")
+    if not ns or not name or "/" in name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAMESPACE/NAME")
+    return text
+
+
+def _common_options(parser: argparse.ArgumentParser, top: bool) -> None:
+    """Global options, accepted before or after the command.
+
+    Only the top-level parser has defaults: in a subcommand they are SUPPRESSed, so
+    that a value given before the command is not reset after it.
+    """
+
+    def default(value: Any) -> Any:
+        return value if top else argparse.SUPPRESS
+
+    parser.add_argument("--kubeconfig", metavar="PATH",
+                        default=default(os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")),
+                        help="kubeconfig to use (default: $KUBECONFIG, else ~/.kube/config)")
+    parser.add_argument("-n", "--namespace", default=default(None),
+                        help="namespace of the whereabouts objects (default: the kubeconfig context's, "
+                             "else kube-system)")
+    parser.add_argument("-o", "--output", choices=("table", "json"), default=default("table"),
+                        help="output format (default: table)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="whereabouts",
-        description="Whereabouts IPAM. Run without arguments (with CNI_COMMAND set) it is the CNI plugin.",
+        prog="whereabouts", epilog=EPILOG,
+        description="Whereabouts IPAM. Run without arguments (with CNI_COMMAND set) it is the CNI plugin; "
+                    "with a command it inspects and repairs the IP pools stored in Kubernetes.",
     )
+    _common_options(parser, top=True)
     parser.add_argument("--version", action="version", version=f"whereabouts {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, func: Callable[..., int], help: str, description: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=description, epilog=EPILOG)
+        _common_options(p, top=False)
+        p.set_defaults(func=func, usage_error=p.error)
+        return p
+
+    command("pools", cmd_pools, "list pools with their usage",
+            "List each IPPool: its range, addresses used and free, and the percentage used. "
+            "Free counts the whole network less network and broadcast addresses: exclusions and "
+            "range_start/range_end live in the network configs, not in the pool.")
+    show = command("show", cmd_show, "list the allocations of one pool",
+                   "List each allocation of one IPPool: address, pod, container and interface.")
+    show.add_argument("pool", metavar="POOL", help="pool name (as `whereabouts pools` prints it) or its CIDR")
+    check = command("check", cmd_check, "find inconsistencies between pools and reservations",
+                    "Find duplicate addresses across overlapping pools, reservations without allocations and "
+                    "the reverse, allocations outside their range, and entries that cannot be decoded. "
+                    "Exits 1 when anything is found. An operation in flight can show briefly: run it again.")
+    check.add_argument("--expect-reservations", choices=("auto", "yes", "no"), default="auto",
+                       help="whether every allocation should have an OverlappingRangeIPReservation; "
+                            "auto: where any other allocation of its pool has one (default)")
+    release = command("release", cmd_release, "free one address by hand",
+                      "Free ADDRESS: its pool entry and its reservation, or a reservation of it that no "
+                      "allocation holds. --pod (or --container) must name the holder, so that a mistyped "
+                      "address is refused rather than taken from another pod.")
+    release.add_argument("address", metavar="ADDRESS", help="the IP address to free")
+    release.add_argument("--pod", type=_podref, metavar="NAMESPACE/NAME", help="the pod that holds ADDRESS")
+    release.add_argument("--container", metavar="ID",
+                         help="the container id (or a prefix of it) that holds ADDRESS")
+    release.add_argument("--pool", metavar="NAME", help="the pool, when ADDRESS is in several (named networks)")
+    release.add_argument("--force", action="store_true", help="release even though the pod still exists")
+    reconcile = command("reconcile", cmd_reconcile, "free addresses of pods that no longer exist",
+                        "Free every allocation whose pod no longer exists, with its reservation, and every "
+                        "reservation that no allocation holds. Entries without a pod reference are kept.")
+    reconcile.add_argument("--dry-run", action="store_true", help="report what would be freed, free nothing")
+    reconcile.add_argument("--grace", type=_seconds, default=DEFAULT_GRACE, metavar="SECONDS",
+                           help="keep unheld reservations younger than this: an ADD in flight holds one "
+                                f"(default: {DEFAULT_GRACE:g}; keep it above the plugin's lock_timeout_ms)")
+    reconcile.add_argument("--loop", action="store_true", help="sweep every --interval seconds until SIGTERM")
+    reconcile.add_argument("--interval", type=_seconds, default=DEFAULT_INTERVAL, metavar="SECONDS",
+                           help=f"pause between sweeps with --loop (default: {DEFAULT_INTERVAL:g})")
     return parser
 
 
 def main(argv: list[str]) -> int:
-    build_parser().parse_args(argv)
-    return 0
+    """Run one command; the exit status as in EPILOG. argparse exits 2 itself on usage errors."""
+    args = build_parser().parse_args(argv)
+    if args.command == "release" and not (args.pod or args.container):
+        args.usage_error("release needs --pod NAMESPACE/NAME (or --container ID) to confirm whose address it is")
+    try:
+        kube = connect(args.kubeconfig, args.namespace)
+        try:
+            return int(args.func(args, kube))
+        finally:
+            kube.close()
+    except (KubeError, Refused) as e:
+        print(f"whereabouts: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except BrokenPipeError:  # `whereabouts show POOL | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,103 @@
+"""Fixtures for the operator commands: Pod objects, planted reservations, the CLI in and out of process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.cni.conftest import netconf, pools  # noqa: F401 - the same fixtures as at the CNI boundary
+
+GROUP, VERSION = "whereabouts.cni.cncf.io", "v1alpha1"
+
+
+class Pods:
+    """Pod objects in the test namespace. Without a kubelet they stay Pending and are deleted at once."""
+
+    def __init__(self, api: Any, namespace: str) -> None:
+        from kubernetes import client
+
+        self.core = client.CoreV1Api(api)
+        self.client = client
+        self.namespace = namespace
+
+    def create(self, *names: str) -> None:
+        c = self.client
+        for name in names:
+            spec = c.V1PodSpec(containers=[c.V1Container(name="main", image="busybox")])
+            self.core.create_namespaced_pod(self.namespace, c.V1Pod(metadata=c.V1ObjectMeta(name=name), spec=spec))
+
+    def delete(self, *names: str) -> None:
+        for name in names:
+            self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
+
+    def ref(self, name: str) -> str:
+        return f"{self.namespace}/{name}"
+
+
+@pytest.fixture
+def pods(kube, namespace) -> Pods:
+    return Pods(kube, namespace)
+
+
+@pytest.fixture
+def reserve(pools):  # noqa: F811 - the imported fixture
+    """Plant an OverlappingRangeIPReservation by hand."""
+
+    def make(name: str, podref: str, container: str = "planted", ifname: str = "net1") -> None:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "OverlappingRangeIPReservation",
+                "metadata": {"name": name}, "spec": {"podref": podref, "containerid": container, "ifname": ifname}}
+        pools.custom.create_namespaced_custom_object(GROUP, VERSION, pools.namespace,
+                                                     "overlappingrangeipreservations", body)
+
+    return make
+
+
+@dataclass
+class Result:
+    rc: int
+    out: str
+    err: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def wb(namespace_kubeconfig, capsys):
+    """Run `whereabouts ARGS...` in this process, against the test namespace."""
+    from whereabouts.cli import main
+
+    def run(*argv: str) -> Result:
+        capsys.readouterr()
+        try:
+            rc = main(["--kubeconfig", str(namespace_kubeconfig), *argv])
+        except SystemExit as e:  # argparse: --help and usage errors
+            rc = int(e.code or 0)
+        out, err = capsys.readouterr()
+        return Result(rc, out, err)
+
+    return run
+
+
+def cli_env(kubeconfig: Any) -> dict[str, str]:
+    return {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONPATH": os.pathsep.join(sys.path)}
+
+
+def run_cli(*argv: str, env: dict[str, str] | None = None, timeout: float = 120) -> Result:
+    """Run `python -m whereabouts ARGS...` as a new process, as an operator would."""
+    proc = subprocess.run([sys.executable, "-m", "whereabouts", *argv], env=env, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=timeout)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def wb_proc(namespace_kubeconfig):
+    """Run `python -m whereabouts ARGS...` as a process with $KUBECONFIG set to the test namespace."""
+    return lambda *argv: run_cli(*argv, env=cli_env(namespace_kubeconfig))
