@@ -11,42 +11,11 @@ from typing import Any
 
 import pytest
 
-from tests.cni.conftest import netconf, pools  # noqa: F401 - the same fixtures as at the CNI boundary
-
 GROUP, VERSION = "whereabouts.cni.cncf.io", "v1alpha1"
 
 
-class Pods:
-    """Pod objects in the test namespace. Without a kubelet they stay Pending and are deleted at once."""
-
-    def __init__(self, api: Any, namespace: str) -> None:
-        from kubernetes import client
-
-        self.core = client.CoreV1Api(api)
-        self.client = client
-        self.namespace = namespace
-
-    def create(self, *names: str) -> None:
-        c = self.client
-        for name in names:
-            spec = c.V1PodSpec(containers=[c.V1Container(name="main", image="busybox")])
-            self.core.create_namespaced_pod(self.namespace, c.V1Pod(metadata=c.V1ObjectMeta(name=name), spec=spec))
-
-    def delete(self, *names: str) -> None:
-        for name in names:
-            self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
-
-    def ref(self, name: str) -> str:
-        return f"{self.namespace}/{name}"
-
-
 @pytest.fixture
-def pods(kube, namespace) -> Pods:
-    return Pods(kube, namespace)
-
-
-@pytest.fixture
-def reserve(pools):  # noqa: F811 - the imported fixture
+def reserve(pools):
     """Plant an OverlappingRangeIPReservation by hand."""
 
     def make(name: str, podref: str, container: str = "planted", ifname: str = "net1") -> None:

@@ -2,8 +2,6 @@
 
 import pytest
 
-from tests.cni.conftest import netconf, pools  # noqa: F401 - shared fixtures
-
 
 def pytest_addoption(parser):
     parser.addoption("--full", action="store_true", default=False,
