@@ -33,10 +33,10 @@ mkdir -p "$OUT_DIR" || fail "create $OUT_DIR"
 
 # Only one build of a version at a time (setup.sh, the test fixture and the
 # benchmarks may all ask for it).
-exec 8>"$OUT_DIR/.build.lock"
+exec 8>"$OUT_DIR/.build.lock" || fail "open $OUT_DIR/.build.lock"
 if command -v flock >/dev/null; then
-  say "waiting for the build lock $OUT_DIR/.build.lock"
-  flock 8 || fail "lock $OUT_DIR/.build.lock"
+  flock -n 8 || { say "another build of $VERSION is running: waiting for it"; flock 8; } \
+    || fail "lock $OUT_DIR/.build.lock"
 fi
 if [[ -x "$BIN" ]]; then
   say "whereabouts $VERSION built by another process meanwhile"
@@ -49,14 +49,18 @@ fi
 # are copied over below.
 SRC="$CACHE_ROOT/src/go-whereabouts-$VERSION"
 mkdir -p "$SRC" || fail "create $SRC"
-cd "$SRC"
+cd "$SRC" || fail "cd $SRC"
 export GOFLAGS=-mod=mod
 [[ -f go.mod ]] || go mod init testenv-go-whereabouts >/dev/null 2>&1 || fail "go mod init in $SRC"
 
 say "$VERSION: downloading $MODULE@$VERSION from the module proxy"
-upstream_mod="$(go mod download -json "$MODULE@$VERSION" \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')" \
-  || fail "go mod download $MODULE@$VERSION"
+# On failure `go mod download -json` still prints JSON, with the reason in "Error".
+upstream_mod="$(go mod download -json "$MODULE@$VERSION" | python3 -c '
+import json, sys
+info = json.load(sys.stdin)
+if info.get("Error") or not info.get("GoMod"):
+    sys.exit("[build-go-whereabouts] " + (info.get("Error") or "no go.mod in the answer"))
+print(info["GoMod"])')" || fail "go mod download $MODULE@$VERSION (is the version published? is GOPROXY reachable?)"
 
 say "$VERSION: copying the replace directives of its go.mod"
 # Both forms: `replace a => b v` and a `replace ( ... )` block. Local (./..)

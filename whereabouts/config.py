@@ -46,11 +46,13 @@ class IPAMConfig(Record):
 
     __slots__ = ("ranges", "kubeconfig", "gateway", "routes", "dns", "addresses", "network_name",
                  "overlapping_ranges", "lease_duration_ms", "renew_deadline_ms", "retry_period_ms",
-                 "lock_timeout_ms", "node_lock_dir", "log_file", "log_level", "sleep_for_race", "block_size")
+                 "lock_timeout_ms", "node_lock_dir", "log_file", "log_level", "sleep_for_race", "block_size",
+                 "single_lease")
     _defaults = {"gateway": None, "routes": (), "dns": dict, "addresses": (), "network_name": "",
                  "overlapping_ranges": True, "lease_duration_ms": 1500, "renew_deadline_ms": 1000,
                  "retry_period_ms": 500, "lock_timeout_ms": 60000, "node_lock_dir": DEFAULT_NODE_LOCK_DIR,
-                 "log_file": "", "log_level": "verbose", "sleep_for_race": 0.0, "block_size": 0}
+                 "log_file": "", "log_level": "verbose", "sleep_for_race": 0.0, "block_size": 0,
+                 "single_lease": False}
     ranges: tuple[IPRange, ...]
     kubeconfig: str
     gateway: Address | None
@@ -68,6 +70,7 @@ class IPAMConfig(Record):
     log_level: str
     sleep_for_race: float
     block_size: int
+    single_lease: bool
 
 
 def parse_cni_args(raw: str) -> dict[str, str]:
@@ -420,6 +423,7 @@ def parse_ipam(ipam: dict[str, Any]) -> IPAMConfig:
         log_level=log_level,
         sleep_for_race=float(sleep),
         block_size=_block_size(ipam),
+        single_lease=_opt_bool(ipam, "single_lease", False),
     )
 
 

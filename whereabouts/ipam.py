@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 from whereabouts.allocator import check_requested, find_owned, lowest_free
 from whereabouts.blocks import BLOCK_OF_LABEL, Block, Layout
-from whereabouts.errors import AddressUnavailable, CNIError, NotAllocated, RangeExhausted, TryAgainLater
+from whereabouts.errors import AddressUnavailable, CNIError, IOFailure, NotAllocated, RangeExhausted, TryAgainLater
 from whereabouts.lock import LeaseLock, NodeLock
 from whereabouts.pool import (Allocation, Pool, decode_pool, lease_name, remove_allocation, reservation_name,
                               set_allocation)
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from whereabouts.store import Store
 
 MAX_WRITE_CONFLICTS = 20
+# The one Lease the Go plugin holds for every pool of a namespace (see `single_lease`).
+SHARED_LEASE = "whereabouts"
 
 
 class Assigned(Record):
@@ -83,7 +85,8 @@ class IPAM:
         node = NodeLock(self.config.node_lock_dir, pool, self.deadline)
         node_held = node.acquire()
         try:
-            lease = LeaseLock(self.store.api, lease_name(pool), self.identity, self.config.lease_duration_ms, self.deadline)
+            name = SHARED_LEASE if self.config.single_lease else lease_name(pool)
+            lease = LeaseLock(self.store.api, name, self.identity, self.config.lease_duration_ms, self.deadline)
             lease.acquire()
             self.stats.lock_wait += node.waited + lease.waited
             self.log.debug("lock", pool=pool, node_lock=node_held, node_wait=round(node.waited, 4),
@@ -196,16 +199,31 @@ class IPAM:
                 if self.config.sleep_for_race:
                     time.sleep(self.config.sleep_for_race)
                 set_allocation(pool, offset, owner)
-                if self.store.write_pool(pool):
+                try:
+                    written = self.store.write_pool(pool)
+                except IOFailure:
+                    # The API server refused the write, so nothing was stored: neither may the reservation stay.
+                    # (A transient failure may have been applied after all, so then it stays: the safe side.)
+                    if reserved:
+                        self._forget_reservation(view.address(offset), owner)
+                    raise
+                if written:
                     if existing is not None and self.config.overlapping_ranges:
                         self.store.delete_reservation(self.reservation_name(view.address(existing)), owner)
                     self.log.debug("allocated", pool=blk.name, ip=str(view.address(offset)), reserved=reserved,
                                    conflicts=conflicts)
                     return Assigned(blk, offset, new=True)
                 if reserved:
-                    self.store.delete_reservation(self.reservation_name(view.address(offset)), owner)
+                    self._forget_reservation(view.address(offset), owner)
                 conflicts += 1
                 self._backoff(conflicts, blk.name)
+
+    def _forget_reservation(self, ip: Address, owner: Allocation) -> None:
+        """Drop a reservation this call made for a pool write that did not happen (best effort)."""
+        try:
+            self.store.delete_reservation(self.reservation_name(ip), owner)
+        except CNIError as e:
+            self.log.error("reservation left for the reconciler", ip=str(ip), error=e.msg)
 
     def _holder(self, pool: Pool, offset: int) -> Allocation | None:
         if offset in pool.allocations:

@@ -53,10 +53,14 @@ def cni_env(command: str, container_id: str = "c1", ifname: str = "net1", netns:
     return out
 
 
-def start(conf: Any, command: str = "ADD", **kw: Any) -> subprocess.Popen:
-    """Start one invocation without waiting (for concurrency tests)."""
+def start(conf: Any, command: str = "ADD", plugin: list[str] | None = None, **kw: Any) -> subprocess.Popen:
+    """Start one invocation without waiting (for concurrency tests).
+
+    ``plugin`` is the command line to run (default: ours, ``PLUGIN``); the
+    compatibility tests pass the Go plugin's binary here.
+    """
     stdin = conf if isinstance(conf, bytes) else json.dumps(conf).encode()
-    proc = subprocess.Popen(PLUGIN, env=cni_env(command, **kw), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(plugin or PLUGIN, env=cni_env(command, **kw), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
         proc.stdin.write(stdin)

@@ -230,3 +230,10 @@ def test_block_size_must_be_a_power_of_two_in_bounds(value):
 def test_block_size_default_is_the_single_go_layout():
     assert parse_ipam(ipam(range="10.0.0.0/16")).block_size == 0
     assert parse_ipam(ipam(range="10.0.0.0/16", block_size=1024)).block_size == 1024
+
+
+def test_single_lease():
+    assert parse_ipam(ipam(range="10.0.0.0/24")).single_lease is False
+    assert parse_ipam(ipam(range="10.0.0.0/24", single_lease=True)).single_lease is True
+    with pytest.raises(InvalidConfig, match="single_lease"):
+        parse_ipam(ipam(range="10.0.0.0/24", single_lease="yes"))
