@@ -146,6 +146,7 @@ write_conf() {
     printf '{\n  "datastore": "kubernetes",\n  "kubernetes": {"kubeconfig": %s}' "$(json_string "$KUBECONFIG_HOST")"
     [ -n "${WHEREABOUTS_LOG_FILE:-}" ] && printf ',\n  "log_file": %s' "$(json_string "$WHEREABOUTS_LOG_FILE")"
     [ -n "${WHEREABOUTS_LOG_LEVEL:-}" ] && printf ',\n  "log_level": %s' "$(json_string "$WHEREABOUTS_LOG_LEVEL")"
+    [ "${WHEREABOUTS_SINGLE_LEASE:-}" = "true" ] && printf ',\n  "single_lease": true'
     printf '\n}\n'
   } | write_file "$CONF.new" 0644
   if [ -f "$CONF" ] && cmp -s "$CONF.new" "$CONF"; then
