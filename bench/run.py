@@ -45,14 +45,16 @@ def sh(*argv: str, env: dict[str, str] | None = None) -> str:
     return proc.stdout
 
 
-def cluster_env() -> dict[str, str]:
-    """Exports of the running local control plane (started by hack/cluster.sh if needed)."""
+def cluster_env() -> tuple[dict[str, str], bool]:
+    """Exports of the running local control plane (started by hack/cluster.sh if needed), and
+    whether it was started here (and so is to be stopped at the end)."""
+    running = subprocess.run(["bash", "hack/cluster.sh", "status"], cwd=ROOT, capture_output=True).returncode == 0
     exports = {}
     for line in sh("bash", "hack/cluster.sh", "up").splitlines():
         if line.startswith("export "):
             key, _, value = line[len("export "):].partition("=")
             exports[key] = value.strip("'\"")
-    return exports
+    return exports, not running
 
 
 def our_plugin() -> list[str]:
@@ -63,6 +65,9 @@ def our_plugin() -> list[str]:
         sh(sys.executable, "-m", "venv", str(venv))
     say("installing this checkout into build/bench-venv")
     sh(str(venv / "bin" / "pip"), "install", "-q", "--no-warn-script-location", f"{ROOT}")
+    # A node needs no setuptools, whose .pth hook would run at every start.
+    subprocess.run([str(venv / "bin" / "pip"), "uninstall", "-q", "-y", "setuptools"], cwd=ROOT,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return [str(venv / "bin" / "whereabouts")]
 
 
@@ -85,7 +90,6 @@ class Cluster:
 
     def namespace(self, prefix: str) -> tuple[str, Path]:
         """A fresh namespace, a kubeconfig whose context points at it, and a flat file (the Go plugin needs one)."""
-        import yaml
         from kubernetes import client
 
         name = f"{prefix}-{secrets.token_hex(3)}"
@@ -93,7 +97,8 @@ class Cluster:
         d = self.workdir / name
         d.mkdir()
         kubeconfig = d / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump({
+        # JSON, as the DaemonSet's installer writes it (a YAML kubeconfig costs the plugin a YAML import).
+        kubeconfig.write_text(json.dumps({
             "apiVersion": "v1", "kind": "Config", "current-context": "b",
             "clusters": [{"name": "c", "cluster": {"server": self.env["WHEREABOUTS_APISERVER"],
                                                   "certificate-authority": self.env["WHEREABOUTS_CA_FILE"]}}],
@@ -201,7 +206,8 @@ def single(cluster: Cluster, plugins: dict[str, list[str]], n: int) -> dict[str,
     return out
 
 
-def burst(cluster: Cluster, argv: list[str], name: str, total: int, nodes: int, per_node: int) -> dict[str, Any]:
+def burst(cluster: Cluster, argv: list[str], name: str, total: int, nodes: int, per_node: int,
+          block_size: int = 0) -> dict[str, Any]:
     """`total` ADDs from `nodes` simulated nodes, `per_node` at a time per node, into one /22."""
     ns, flat = cluster.namespace(f"burst-{name}")
     results: list[tuple[float, float, Call]] = []
@@ -215,7 +221,8 @@ def burst(cluster: Cluster, argv: list[str], name: str, total: int, nodes: int, 
 
         def one(i: int) -> None:
             with sem:
-                conf = conf_for(flat, "10.61.0.0/22", cluster.workdir / f"burst-{name}-node{node}")
+                conf = conf_for(flat, "10.61.0.0/22", cluster.workdir / f"burst-{name}-node{node}",
+                                **({"block_size": block_size} if block_size else {}))
                 start = time.perf_counter() - t0
                 call = invoke(argv, conf, "ADD", f"b{i}", node=f"node{node}")
                 with lock:
@@ -308,6 +315,9 @@ def print_table(rep: Report) -> list[str]:
     lines.append(f"{'burst p50 / p99 per ADD (s)':44} {bo['p50']:5.2f}/{bo['p99']:6.2f} {bg['p50']:5.2f}/{bg['p99']:6.2f}")
     lines.append(f"{'burst failures / duplicates':44} {bo['failures']:>6}/{bo['duplicates']:<5} "
                  f"{bg['failures']:>6}/{bg['duplicates']:<5}")
+    bb = rep.burst["ours-blocks"]
+    lines.append(f"{'burst wall, ours with block_size 256 (s)':44} {bb['wall']:12.1f} {bg['wall']:12.1f} "
+                 f"{ratio(bb['wall'], bg['wall']):>8}   ({bb['failures']} failed, {bb['duplicates']} duplicates)")
     for name in ("ours", "go"):
         sc = rep.scale[name]
         for live, v in sc.items():
@@ -355,11 +365,18 @@ def main() -> int:
     mode.add_argument("--full", action="store_true", help="the sizes of the targets (tens of minutes)")
     parser.add_argument("--out", type=Path, help="results folder (default bench/results/<timestamp>)")
     args = parser.parse_args()
+    env, started = cluster_env()
+    try:
+        return run_all(args, env)
+    finally:
+        if started:
+            subprocess.run(["bash", "hack/cluster.sh", "down"], cwd=ROOT, stdout=subprocess.DEVNULL)
+
+
+def run_all(args: argparse.Namespace, env: dict[str, str]) -> int:
     full = args.full
     sizes = dict(n=40 if full else 30, burst=(1000, 10, 10) if full else (200, 10, 10),
                  live=[100, 10_000, 60_000] if full else [100, 10_000], samples=15 if full else 7)
-
-    env = cluster_env()
     sys.path.insert(0, str(ROOT))
     cluster = Cluster(env)
     ours = our_plugin()
@@ -377,6 +394,8 @@ def main() -> int:
     for name in ("go", "ours"):
         say(f"burst of {total} ADDs: {name}")
         rep.burst[name] = burst(cluster, plugins[name], name, total, nodes, per_node)
+    say(f"burst of {total} ADDs: ours with block_size 256")
+    rep.burst["ours-blocks"] = burst(cluster, ours, "ours-blocks", total, nodes, per_node, block_size=256)
     for name, block in (("ours", 1024), ("go", None)):
         say(f"scale {sizes['live']}: {name}")
         rep.scale[name] = scale(cluster, plugins[name], name, sizes["live"], sizes["samples"], block)
