@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.helpers.store import Pods, Pools  # noqa: E402 - needs ROOT on sys.path
+
 CLUSTER_SCRIPT = ROOT / "hack" / "cluster.sh"
 CLUSTER_FIXTURES = {"cluster", "kube", "namespace", "namespace_kubeconfig"}
 
@@ -203,48 +205,6 @@ def namespace_kubeconfig(cluster, namespace, tmp_path):
 # --- fixtures shared by the tests that run the plugin -----------------------------------
 
 
-class Pools:
-    """Read what the plugin stored, with the official client (independent of our code)."""
-
-    def __init__(self, api, namespace: str) -> None:
-        from kubernetes import client
-
-        self.custom = client.CustomObjectsApi(api)
-        self.coord = client.CoordinationV1Api(api)
-        self.namespace = namespace
-
-    def _get(self, plural: str, name: str) -> dict[str, Any] | None:
-        from kubernetes.client.rest import ApiException
-
-        try:
-            return self.custom.get_namespaced_custom_object("whereabouts.cni.cncf.io", "v1alpha1", self.namespace,
-                                                           plural, name)
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-
-    def pool(self, name: str) -> dict[str, Any] | None:
-        return self._get("ippools", name)
-
-    def allocations(self, name: str) -> dict[str, Any]:
-        pool = self.pool(name)
-        return pool["spec"].get("allocations") or {} if pool else {}
-
-    def reservation(self, name: str) -> dict[str, Any] | None:
-        return self._get("overlappingrangeipreservations", name)
-
-    def reservations(self) -> list[dict[str, Any]]:
-        return self.custom.list_namespaced_custom_object("whereabouts.cni.cncf.io", "v1alpha1", self.namespace,
-                                                        "overlappingrangeipreservations")["items"]
-
-    def create_pool(self, name: str, cidr: str, allocations: dict[str, Any]) -> None:
-        body = {"apiVersion": "whereabouts.cni.cncf.io/v1alpha1", "kind": "IPPool",
-                "metadata": {"name": name}, "spec": {"range": cidr, "allocations": allocations}}
-        self.custom.create_namespaced_custom_object("whereabouts.cni.cncf.io", "v1alpha1", self.namespace, "ippools",
-                                                   body)
-
-
 @pytest.fixture
 def pools(kube, namespace) -> Pools:
     return Pools(kube, namespace)
@@ -271,30 +231,6 @@ def netconf(namespace_kubeconfig, tmp_path):
         return conf
 
     return make
-
-
-class Pods:
-    """Pod objects in the test namespace. Without a kubelet they stay Pending and are deleted at once."""
-
-    def __init__(self, api: Any, namespace: str) -> None:
-        from kubernetes import client
-
-        self.core = client.CoreV1Api(api)
-        self.client = client
-        self.namespace = namespace
-
-    def create(self, *names: str) -> None:
-        c = self.client
-        for name in names:
-            spec = c.V1PodSpec(containers=[c.V1Container(name="main", image="busybox")])
-            self.core.create_namespaced_pod(self.namespace, c.V1Pod(metadata=c.V1ObjectMeta(name=name), spec=spec))
-
-    def delete(self, *names: str) -> None:
-        for name in names:
-            self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
-
-    def ref(self, name: str) -> str:
-        return f"{self.namespace}/{name}"
 
 
 @pytest.fixture

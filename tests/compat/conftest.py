@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import cni
+from tests.helpers.store import Pools
 from tests.helpers.kubeconfig import write_kubeconfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,43 +119,8 @@ def both(ours, go) -> tuple[Plugin, Plugin]:
 # --- the store as the official client sees it (independent of both plugins) ----------
 
 
-class Store:
-    def __init__(self, api, namespace: str) -> None:
-        from kubernetes import client
-
-        self.custom = client.CustomObjectsApi(api)
-        self.coord = client.CoordinationV1Api(api)
-        self.namespace = namespace
-
-    def _get(self, plural: str, name: str) -> dict[str, Any] | None:
-        from kubernetes.client.rest import ApiException
-
-        try:
-            return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, name)
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-
-    def _list(self, plural: str) -> list[dict[str, Any]]:
-        items = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural)["items"]
-        return sorted(items, key=lambda o: o["metadata"]["name"])
-
-    def pool(self, name: str) -> dict[str, Any] | None:
-        return self._get(POOLS, name)
-
-    def pools(self) -> list[dict[str, Any]]:
-        return self._list(POOLS)
-
-    def allocations(self, name: str) -> dict[str, Any]:
-        pool = self.pool(name)
-        return (pool["spec"].get("allocations") or {}) if pool else {}
-
-    def reservation(self, name: str) -> dict[str, Any] | None:
-        return self._get(RESERVATIONS, name)
-
-    def reservations(self) -> list[dict[str, Any]]:
-        return self._list(RESERVATIONS)
+class Store(Pools):
+    """The store as the official client sees it, with what the comparisons below need besides."""
 
     def leases(self) -> list[str]:
         return sorted(lease.metadata.name for lease in self.coord.list_namespaced_lease(self.namespace).items)
