@@ -265,8 +265,8 @@ def scale(cluster: Cluster, argv: list[str], name: str, live_counts: list[int], 
         ns, flat = cluster.namespace(f"scale-{name}")
         layout = Layout(rng, "", block_size or 0)
         by_block: dict[str, dict[str, Any]] = {}
-        step = max(1, rng.size // max(live, 1)) if live < rng.size // 2 else 1
-        offsets = list(range(rng.first, rng.last + 1, step))[:live]
+        # Spread evenly, as owners' hashed home blocks fill a block layout (and as any fill looks to one pool).
+        offsets = [rng.first + i * rng.size // live for i in range(live)]
         for off in offsets:
             blk = layout.block_of(rng.address(off))
             entry = {"id": f"{secrets.token_hex(32)}", "podref": f"bench/pre-{off}", "ifname": "net1"}
@@ -396,7 +396,7 @@ def run_all(args: argparse.Namespace, env: dict[str, str]) -> int:
         rep.burst[name] = burst(cluster, plugins[name], name, total, nodes, per_node)
     say(f"burst of {total} ADDs: ours with block_size 256")
     rep.burst["ours-blocks"] = burst(cluster, ours, "ours-blocks", total, nodes, per_node, block_size=256)
-    for name, block in (("ours", 1024), ("go", None)):
+    for name, block in (("ours", 256), ("go", None)):
         say(f"scale {sizes['live']}: {name}")
         rep.scale[name] = scale(cluster, plugins[name], name, sizes["live"], sizes["samples"], block)
     ns_o, flat_o = cluster.namespace("mem-ours")

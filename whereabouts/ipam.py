@@ -155,15 +155,18 @@ class IPAM:
         except RangeExhausted:
             if len(order) == 1:
                 raise
-        # The home block is full: the owner may hold an address it spilled to earlier.
-        for blk, pool in self._existing_blocks(rng):
-            if find_owned(pool.allocations, owner.podref, owner.ifname, owner.container_id) is not None:
-                return self._add_in_block(blk, owner, None)
+        # The home block is full: walk on in the owner's order, reading each block once without a
+        # lock, to the first one that holds this owner already (it spilled there before) or has room.
         for blk in order[1:]:
+            pool = self._read(blk, create=False)
+            if pool is not None:
+                held = find_owned(pool.allocations, owner.podref, owner.ifname, owner.container_id) is not None
+                if not held and not _has_room(blk, pool):
+                    continue
             try:
                 return self._add_in_block(blk, owner, None)
             except RangeExhausted:
-                continue
+                continue  # filled up since we looked
         raise RangeExhausted(f"no free address left in range {rng.cidr} ({len(order)} blocks of {layout.block_size})")
 
     def _add_in_block(self, blk: Block, owner: Allocation, want: Address | None) -> Assigned:
@@ -352,6 +355,14 @@ class IPAM:
                     continue
             else:
                 raise RangeExhausted(f"no free address left in range {rng.cidr}")
+
+
+def _has_room(blk: Block, pool: Pool) -> bool:
+    try:
+        lowest_free(blk.view, pool.taken)
+    except RangeExhausted:
+        return False
+    return True
 
 
 def _holder_text(obj: dict) -> str:
