@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 from whereabouts.allocator import check_requested, find_owned, lowest_free
 from whereabouts.blocks import BLOCK_OF_LABEL, Block, Layout
-from whereabouts.errors import AddressUnavailable, CNIError, IOFailure, NotAllocated, RangeExhausted, TryAgainLater
+from whereabouts.errors import AddressUnavailable, CNIError, NotAllocated, RangeExhausted, TryAgainLater
 from whereabouts.lock import LeaseLock, NodeLock
 from whereabouts.pool import (Allocation, Pool, decode_pool, lease_name, remove_allocation, reservation_name,
                               set_allocation)
@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from whereabouts.ranges import Address, IPRange
     from whereabouts.store import Store
 
-MAX_WRITE_CONFLICTS = 20
+# Lost pool writes are retried with growing pauses until the deadline, or this many times.
+MAX_WRITE_CONFLICTS = 200
 # The one Lease the Go plugin holds for every pool of a namespace (see `single_lease`).
 SHARED_LEASE = "whereabouts"
 
@@ -170,56 +171,64 @@ class IPAM:
         raise RangeExhausted(f"no free address left in range {rng.cidr} ({len(order)} blocks of {layout.block_size})")
 
     def _add_in_block(self, blk: Block, owner: Allocation, want: Address | None) -> Assigned:
+        """Allocate in one block under its locks, retrying lost writes until the deadline.
+
+        Reservations this call created are kept across retries, so a retry that picks the same
+        address again goes straight from the pool read to the pool write. When the call ends, every
+        reservation it created for an address it did not get is deleted again; only the one of a
+        write with an unknown outcome stays, on the safe side.
+        """
         view = blk.view
         blocked: set[int] = set()
-        with self.locked(blk.name):
-            conflicts = 0
-            while True:
-                pool = self._read(blk, create=True)
-                assert pool is not None
-                existing = find_owned(pool.allocations, owner.podref, owner.ifname, owner.container_id)
-                if want is None and existing is not None:
-                    return self._keep(pool, blk, existing, owner)
-                if want is not None:
-                    offset = check_requested(view, want, self._holder(pool, view.offset(want)), owner)
-                    if existing == offset:
+        created: set[int] = set()  # offsets whose reservation this call created
+        unknown: int | None = None  # offset of a write whose outcome is unknown
+        try:
+            with self.locked(blk.name):
+                conflicts = 0
+                while True:
+                    pool = self._read(blk, create=True)
+                    assert pool is not None
+                    existing = find_owned(pool.allocations, owner.podref, owner.ifname, owner.container_id)
+                    if want is None and existing is not None:
                         return self._keep(pool, blk, existing, owner)
-                else:
-                    offset = lowest_free(view, pool.taken, blocked)
-                reserved = False
-                if self.config.overlapping_ranges:
-                    holder = self.store.create_reservation(self.reservation_name(view.address(offset)), owner)
-                    if holder is not None and not reservation_belongs(holder, owner):
-                        if want is not None:
-                            raise AddressUnavailable(
-                                f"requested address {want} is reserved by {_holder_text(holder)} in an overlapping range"
-                            )
-                        blocked.add(offset)
-                        continue
-                    reserved = holder is None
-                if existing is not None:
-                    remove_allocation(pool, existing)  # a static request moves this owner
-                if self.config.sleep_for_race:
-                    time.sleep(self.config.sleep_for_race)
-                set_allocation(pool, offset, owner)
-                try:
-                    written = self.store.write_pool(pool)
-                except IOFailure:
-                    # The API server refused the write, so nothing was stored: neither may the reservation stay.
-                    # (A transient failure may have been applied after all, so then it stays: the safe side.)
-                    if reserved:
-                        self._forget_reservation(view.address(offset), owner)
-                    raise
-                if written:
-                    if existing is not None and self.config.overlapping_ranges:
-                        self.store.delete_reservation(self.reservation_name(view.address(existing)), owner)
-                    self.log.debug("allocated", pool=blk.name, ip=str(view.address(offset)), reserved=reserved,
-                                   conflicts=conflicts)
-                    return Assigned(blk, offset, new=True)
-                if reserved:
-                    self._forget_reservation(view.address(offset), owner)
-                conflicts += 1
-                self._backoff(conflicts, blk.name)
+                    if want is not None:
+                        offset = check_requested(view, want, self._holder(pool, view.offset(want)), owner)
+                        if existing == offset:
+                            return self._keep(pool, blk, existing, owner)
+                    else:
+                        offset = lowest_free(view, pool.taken, blocked)
+                    if self.config.overlapping_ranges and offset not in created:
+                        holder = self.store.create_reservation(self.reservation_name(view.address(offset)), owner)
+                        if holder is not None and not reservation_belongs(holder, owner):
+                            if want is not None:
+                                raise AddressUnavailable(f"requested address {want} is reserved by "
+                                                         f"{_holder_text(holder)} in an overlapping range")
+                            blocked.add(offset)
+                            continue
+                        if holder is None:
+                            created.add(offset)
+                    if existing is not None:
+                        remove_allocation(pool, existing)  # a static request moves this owner
+                    if self.config.sleep_for_race:
+                        time.sleep(self.config.sleep_for_race)
+                    set_allocation(pool, offset, owner)
+                    try:
+                        written = self.store.write_pool(pool)
+                    except TryAgainLater:
+                        unknown = offset  # it may have been applied after all
+                        raise
+                    if written:
+                        created.discard(offset)
+                        if existing is not None and self.config.overlapping_ranges:
+                            self.store.delete_reservation(self.reservation_name(view.address(existing)), owner)
+                        self.log.debug("allocated", pool=blk.name, ip=str(view.address(offset)),
+                                       conflicts=conflicts)
+                        return Assigned(blk, offset, new=True)
+                    conflicts += 1
+                    self._backoff(conflicts, blk.name)
+        finally:
+            for offset in created - {unknown}:
+                self._forget_reservation(view.address(offset), owner)
 
     def _forget_reservation(self, ip: Address, owner: Allocation) -> None:
         """Drop a reservation this call made for a pool write that did not happen (best effort)."""
