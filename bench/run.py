@@ -277,7 +277,12 @@ def scale(cluster: Cluster, argv: list[str], name: str, live_counts: list[int], 
                 if blk.name in by_block or layout.sharded:
                     cluster.put_pool(ns, blk.name, blk.view.cidr, by_block.get(blk.name, {}), layout.metadata())
         except Exception as e:  # noqa: BLE001 - an object too large for etcd is a result
-            out[str(live)] = {"error": str(getattr(e, "body", e))[:160]}
+            body = getattr(e, "body", None)
+            try:
+                message = json.loads(body)["message"] if body else str(e)
+            except (ValueError, KeyError, TypeError):
+                message = str(body or e)
+            out[str(live)] = {"error": message[:160]}
             continue
         largest = max(len(json.dumps(p)) for p in cluster.pools(ns))
         conf = conf_for(flat, "10.62.0.0/16", cluster.workdir / f"scale-{name}-{live}",
