@@ -48,11 +48,6 @@ def find_owned(
     return None
 
 
-def find_by_container(allocations: dict[int, Allocation], container_id: str, ifname: str) -> list[int]:
-    """Every offset that DEL for this container and interface frees."""
-    return [o for o, a in allocations.items() if a.container_id == container_id and a.ifname == ifname]
-
-
 def check_requested(rng: IPRange, ip: Address, taken_by: Allocation | None, owner: Allocation) -> int:
     """The offset for a requested static address, if it may be given to `owner`."""
     offset = rng.offset(ip)

@@ -29,6 +29,13 @@ if TYPE_CHECKING:
 MAX_BLOCKS = 4096
 BLOCK_RANGE_ANNOTATION = "whereabouts.cni.cncf.io/range"
 BLOCK_OF_LABEL = "whereabouts.cni.cncf.io/block-of"
+_BLOCK_INFIX = "-blk"  # block i of pool P is named P-blk<i>
+
+
+def parent_pool_name(name: str) -> str:
+    """The name of the pool a block's name was made from (the name itself when it is not a block's)."""
+    head, sep, index = name.rpartition(_BLOCK_INFIX)
+    return head if sep and index.isascii() and index.isdigit() else name
 
 
 class Block(Record):
@@ -89,7 +96,7 @@ class Layout(Record):
         excluded = tuple((max(a, lo) - lo, min(b, hi) - lo) for a, b in rng.excluded if b >= lo and a <= hi)
         gateway = rng.gateway - lo if rng.gateway is not None and lo <= rng.gateway <= hi else None
         view = IPRange(network, max(rng.first, lo) - lo, min(rng.last, hi) - lo, excluded, gateway)
-        return Block(rng, view, f"{name}-blk{i}", i)
+        return Block(rng, view, f"{name}{_BLOCK_INFIX}{i}", i)
 
     def blocks(self) -> list[Block]:
         return [self.block(i) for i in range(self.count)]

@@ -160,7 +160,7 @@ def _valid_attachments(netconf: dict[str, Any]) -> set[tuple[str, str]]:
     return valid
 
 
-def execute(inv: Invocation, log_holder: list[Any]) -> dict[str, Any] | None:
+def execute(inv: Invocation, log_holder: list[Any], started: float) -> dict[str, Any] | None:
     """Run one verb. Returns the JSON to print on success (None for nothing)."""
     if inv.command == "VERSION":
         return version_result(inv.cni_version)
@@ -197,19 +197,19 @@ def execute(inv: Invocation, log_holder: list[Any]) -> dict[str, Any] | None:
         if inv.command == "ADD":
             assigned = ipam.add(owner, matched)
             log.info("done", outcome="ok", addresses=[str(a.address) for a in assigned],
-                     reused=[not a.new for a in assigned], **_stats(ipam, api))
+                     reused=[not a.new for a in assigned], **_stats(ipam, api, started))
             return add_result(inv.cni_version, config, assigned)
         if inv.command == "DEL":
             freed = ipam.delete(owner)
-            log.info("done", outcome="ok", addresses=freed, **_stats(ipam, api))
+            log.info("done", outcome="ok", addresses=freed, **_stats(ipam, api, started))
             return None
         if inv.command == "CHECK":
             ipam.check(inv.container_id, inv.ifname, _prev_ips(inv.netconf))
-            log.info("done", outcome="ok", **_stats(ipam, api))
+            log.info("done", outcome="ok", **_stats(ipam, api, started))
             return None
         if inv.command == "GC":
             freed = ipam.gc(_valid_attachments(inv.netconf))
-            log.info("done", outcome="ok", addresses=freed, **_stats(ipam, api))
+            log.info("done", outcome="ok", addresses=freed, **_stats(ipam, api, started))
             return None
         # STATUS
         from whereabouts.errors import NotAvailable
@@ -218,15 +218,15 @@ def execute(inv: Invocation, log_holder: list[Any]) -> dict[str, Any] | None:
             ipam.status()
         except CNIError as e:
             raise NotAvailable(f"whereabouts cannot serve an ADD now: {e.msg}") from None
-        log.info("done", outcome="ok", **_stats(ipam, api))
+        log.info("done", outcome="ok", **_stats(ipam, api, started))
         return None
     finally:
         api.close()
 
 
-def _stats(ipam: Any, api: Any) -> dict[str, Any]:
+def _stats(ipam: Any, api: Any, started: float) -> dict[str, Any]:
     return {"retries": ipam.stats.retries, "lock_wait": round(ipam.stats.lock_wait, 4), "requests": api.requests,
-            "duration": round(time.monotonic() - ipam.started, 4)}
+            "duration": round(time.monotonic() - started, 4)}
 
 
 def run(env: dict[str, str], stdin: bytes, out: TextIO) -> int:
@@ -237,7 +237,7 @@ def run(env: dict[str, str], stdin: bytes, out: TextIO) -> int:
     try:
         inv = Invocation(env, stdin)
         version = inv.cni_version
-        result = execute(inv, logs)
+        result = execute(inv, logs, started)
         if result is not None:
             out.write(json.dumps(result) + "\n")
         return 0

@@ -76,7 +76,6 @@ class IPAM:
         self.deadline = deadline
         self.log = log
         self.stats = Stats()
-        self.started = time.monotonic()
 
     def reservation_name(self, ip: Address) -> str:
         return reservation_name(ip, self.config.network_name)
@@ -261,8 +260,7 @@ class IPAM:
     def _roll_back(self, owner: Allocation, assigned: list[Assigned]) -> None:
         for a in reversed(assigned):
             try:
-                self._release(a.blk, lambda o, al: o == a.offset and al.container_id == owner.container_id
-                              and al.ifname == owner.ifname)
+                self._release(a.blk, lambda o, al: o == a.offset and al.attached_to(owner.container_id, owner.ifname))
             except CNIError as e:
                 self.log.error("rollback failed", ip=str(a.address), error=e.msg)
 
@@ -302,7 +300,7 @@ class IPAM:
         first_error: CNIError | None = None
 
         def mine(_: int, a: Allocation) -> bool:
-            return a.container_id == owner.container_id and a.ifname == owner.ifname
+            return a.attached_to(owner.container_id, owner.ifname)
 
         for rng in self.config.ranges:
             try:
@@ -346,7 +344,7 @@ class IPAM:
                 blk = self.layout(rng).block_of(ip)
                 pool = self._read(blk, create=False) if blk else None
                 holder = pool.allocations.get(blk.view.offset(ip)) if pool and blk else None
-                if holder is None or holder.container_id != container_id or holder.ifname != ifname:
+                if holder is None or not holder.attached_to(container_id, ifname):
                     who = f"held by container {holder.container_id}" if holder else "not allocated"
                     raise NotAllocated(f"{ip} of prevResult is {who} in range {rng.cidr}, "
                                        f"not by container {container_id} interface {ifname}")
@@ -355,20 +353,14 @@ class IPAM:
         """Raise RangeExhausted unless every range could serve an ADD now."""
         for rng in self.config.ranges:
             stored = {blk.name: pool for blk, pool in self._existing_blocks(rng)}
-            for blk in self.layout(rng).blocks():
-                pool = stored.get(blk.name)
-                try:
-                    lowest_free(blk.view, pool.taken if pool else set())
-                    break
-                except RangeExhausted:
-                    continue
-            else:
+            if not any(_has_room(blk, stored.get(blk.name)) for blk in self.layout(rng).blocks()):
                 raise RangeExhausted(f"no free address left in range {rng.cidr}")
 
 
-def _has_room(blk: Block, pool: Pool) -> bool:
+def _has_room(blk: Block, pool: Pool | None) -> bool:
+    """Whether a block (an absent pool is an empty one) has an address to hand out."""
     try:
-        lowest_free(blk.view, pool.taken)
+        lowest_free(blk.view, pool.taken if pool else set())
     except RangeExhausted:
         return False
     return True

@@ -39,9 +39,6 @@ def micro_time(ts: float | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1_000_000):06d}Z"
 
 
-_GONE = object()  # marker: the Lease was deleted or the watch ended early
-
-
 class _Timeout(Exception):
     pass
 
@@ -153,7 +150,7 @@ class LeaseLock:
                 if events is None:
                     events = self._watch(rv)
                 lease = self._next_version(events, min(expires, self.deadline))
-                if lease is _GONE or lease is None:  # deleted, broken, or the holder's time is up: read afresh
+                if lease is None:  # deleted, broken, or the holder's time is up: read afresh
                     events.close()
                     lease, events = self._get_or_create(), None
         finally:
@@ -196,22 +193,21 @@ class LeaseLock:
         path = f"{self.api.lease_path()}?fieldSelector={selector}&resourceVersion={rv}"
         return self.api.watch(path, max(0.05, self.deadline - time.monotonic()))
 
-    def _next_version(self, events: Watch, until: float) -> Any:
-        """The Lease's next version from the watch; `_GONE` if deleted or the watch broke; None at `until`."""
+    def _next_version(self, events: Watch, until: float) -> dict[str, Any] | None:
+        """The Lease's next version from the watch; None when it must be read afresh: deleted, an
+        ERROR or BOOKMARK event (e.g. a too old resourceVersion), the watch broke, or `until` came."""
         started = time.monotonic()
         event = events.next(until)
         if event is not None:
             if event.get("type") in ("ADDED", "MODIFIED") and isinstance(event.get("object"), dict):
                 return event["object"]
-            return _GONE  # DELETED, ERROR (e.g. a too old resourceVersion) or BOOKMARK: read afresh
-        if time.monotonic() >= until:
             return None
-        if time.monotonic() - started < 0.01:
+        if time.monotonic() < until and time.monotonic() - started < 0.01:
             # The watch failed at once (e.g. not permitted): pause briefly before reading again.
             import random
 
             time.sleep(min(max(0.0, until - time.monotonic()), random.uniform(0.02, 0.08)))
-        return _GONE
+        return None
 
     def release(self) -> None:
         """Clear the holder so the next waiter takes it at once. Best effort: it expires anyway."""

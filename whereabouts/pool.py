@@ -79,6 +79,10 @@ class Allocation(Record):
         """Idempotency key: the pod and interface, or the container where there is no pod."""
         if podref:
             return self.podref == podref and self.ifname == ifname
+        return self.attached_to(container_id, ifname)
+
+    def attached_to(self, container_id: str, ifname: str) -> bool:
+        """The attachment key of DEL, CHECK, GC and rollback: this container's interface."""
         return self.container_id == container_id and self.ifname == ifname
 
     def encode(self) -> dict[str, Any]:
@@ -106,8 +110,6 @@ class Pool(Record):
     def taken(self) -> set[int]:
         return set(self.keys)
 
-    def entry_keys(self, offset: int) -> list[str]:
-        return self.keys.get(offset, [])
 
 
 def new_pool_object(name: str, cidr: str, namespace: str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -54,9 +54,6 @@ class IPRange(Record):
     def in_span(self, offset: int) -> bool:
         return self.first <= offset <= self.last
 
-    def is_excluded(self, offset: int) -> bool:
-        return self.excluded_until(offset) is not None
-
     def excluded_until(self, offset: int) -> int | None:
         """The last offset of the exclusion containing `offset`, if any."""
         for lo, hi in self.excluded:

@@ -45,21 +45,18 @@ its parent range (`<parent pool>-blk<i>`), which its annotation gives.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from whereabouts.blocks import BLOCK_RANGE_ANNOTATION
+from whereabouts.blocks import BLOCK_RANGE_ANNOTATION, parent_pool_name
 from whereabouts.errors import CorruptPool
 from whereabouts.pool import Allocation, Pool, decode_pool, pool_name, reservation_name
 from whereabouts.ranges import Address, IPRange, Network
 from whereabouts.store import reservation_belongs
 
 # --- snapshots ---------------------------------------------------------------------
-
-_BLOCK_SUFFIX = re.compile(r"-blk[0-9]+$")  # `whereabouts.blocks.Layout.block` names blocks `<pool>-blk<i>`
 
 
 def network_names(name: str, cidr: str) -> frozenset[str]:
@@ -129,7 +126,7 @@ def view_pool(obj: Any) -> PoolView:
     if network.version != parent.version or lo < 0 or lo + network.num_addresses > parent.num_addresses:
         raise CorruptPool(f"block {network} lies outside the range {parent} it is annotated with")
     span = IPRange(network, max(1, lo) - lo, min(parent.num_addresses - 2, lo + network.num_addresses - 1) - lo)
-    return PoolView(pool, span, network_names(_BLOCK_SUFFIX.sub("", pool.name), str(parent_cidr)))
+    return PoolView(pool, span, network_names(parent_pool_name(pool.name), str(parent_cidr)))
 
 
 def _network(cidr: Any, what: str) -> Network:

@@ -74,19 +74,16 @@ class Store:
 
     def create_reservation(self, name: str, alloc: Allocation) -> dict[str, Any] | None:
         """Create the cluster-wide reservation. None when created, else the existing holder's object."""
-        resp = self.api.request("POST", self.api.custom_path(RESERVATIONS), reservation_object(name, self.namespace, alloc))
-        if resp.status in (200, 201):
-            return None
-        existing = self.get_reservation(name)
-        if existing is None:
-            # Deleted between our POST and GET: try once more.
-            resp = self.api.request(
-                "POST", self.api.custom_path(RESERVATIONS), reservation_object(name, self.namespace, alloc)
-            )
+        body = reservation_object(name, self.namespace, alloc)
+        for _ in range(2):
+            resp = self.api.request("POST", self.api.custom_path(RESERVATIONS), body)
             if resp.status in (200, 201):
                 return None
-            existing = self.get_reservation(name) or {"spec": {}}
-        return existing
+            existing = self.get_reservation(name)
+            if existing is not None:
+                return existing
+            # Deleted between our POST and GET: try once more.
+        return {"spec": {}}  # it keeps coming and going: someone else's
 
     def get_reservation(self, name: str) -> dict[str, Any] | None:
         resp = self.api.request("GET", self.api.custom_path(RESERVATIONS, name))

@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from whereabouts.allocator import check_requested, find_by_container, find_owned, lowest_free, match_requests
+from whereabouts.allocator import check_requested, find_owned, lowest_free, match_requests
 from whereabouts.config import parse_range
 from whereabouts.errors import AddressUnavailable, InvalidConfig, RangeExhausted
 from whereabouts.pool import Allocation
@@ -56,8 +56,8 @@ def test_find_owned_by_pod_and_interface_or_by_container():
     assert find_owned(allocs, "ns/a", "net1", "other") == 1
     assert find_owned(allocs, "ns/a", "net2", "c1") is None
     assert find_owned(allocs, "", "net1", "c2") == 2
-    assert find_by_container(allocs, "c1", "net1") == [1]
-    assert find_by_container(allocs, "c1", "eth0") == []
+    assert [o for o, a in allocs.items() if a.attached_to("c1", "net1")] == [1]
+    assert [o for o, a in allocs.items() if a.attached_to("c1", "eth0")] == []
 
 
 def test_check_requested():

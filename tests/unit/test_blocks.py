@@ -48,3 +48,12 @@ def test_wide_ipv6_ranges_use_a_bounded_number_of_blocks():
     assert layout.count == 4096
     assert layout.block(4095).view.cidr == "fd00::3f:fc00/118"
     assert layout.block_of(ipaddress.ip_address("fd00::40:0")) is None
+
+
+def test_parent_pool_name_undoes_block_naming():
+    from whereabouts.blocks import parent_pool_name
+
+    layout = Layout(parse_range("range", "10.0.0.0/16"), "blue", 1024)
+    assert {parent_pool_name(b.name) for b in layout.blocks()} == {"blue-10.0.0.0-16"}
+    assert parent_pool_name("10.0.0.0-24") == "10.0.0.0-24"
+    assert parent_pool_name("blk-10.0.0.0-24") == "blk-10.0.0.0-24"
