@@ -130,34 +130,26 @@ class Call:
     max_rss_kb: int
 
 
-def invoke(argv: list[str], conf: dict[str, Any], command: str, cid: str, node: str = "node0") -> Call:
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "CNI_PATH": "/usr/lib/cni", "CNI_COMMAND": command, "CNI_CONTAINERID": cid,
-           "CNI_NETNS": "/var/run/netns/bench", "CNI_IFNAME": "net1", "NODENAME": node,
+def invoke(argv: list[str], conf: dict[str, Any], command: str, cid: str, node: str = "node0",
+           memory: bool = False) -> Call:
+    """One cold call. With `memory`, under GNU time for the peak resident memory of the plugin
+    process alone (the rusage of a child forked from this large Python process would report our own size)."""
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "CNI_PATH": "/usr/lib/cni", "CNI_COMMAND": command,
+           "CNI_CONTAINERID": cid, "CNI_NETNS": "/var/run/netns/bench", "CNI_IFNAME": "net1", "NODENAME": node,
            "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={cid};K8S_POD_INFRA_CONTAINER_ID={cid}"}
+    cmd = ["/usr/bin/time", "-f", "maxrss=%M", *argv] if memory else argv
     started = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    out, _ = proc.communicate(json.dumps(conf).encode())
+    proc = subprocess.run(cmd, env=env, input=json.dumps(conf).encode(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE if memory else subprocess.DEVNULL)
     seconds = time.perf_counter() - started
+    out = proc.stdout
     try:
         doc = json.loads(out) if out.strip() else {}
     except ValueError:
         doc = {"msg": out.decode(errors="replace")[:200]}
-    return Call(seconds, proc.returncode, doc, 0)
-
-
-def invoke_measuring_memory(argv: list[str], conf: dict[str, Any], command: str, cid: str) -> Call:
-    """Like invoke(), under GNU time for the peak resident memory of the plugin process alone.
-
-    (The rusage of a child forked from this large Python process would report our own size.)
-    """
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "CNI_PATH": "/usr/lib/cni", "CNI_COMMAND": command,
-           "CNI_CONTAINERID": cid, "CNI_NETNS": "/var/run/netns/bench", "CNI_IFNAME": "net1",
-           "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={cid}"}
-    started = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-f", "maxrss=%M", *argv], env=env, input=json.dumps(conf).encode(),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    rss = [int(line.split("=", 1)[1]) for line in proc.stderr.decode().splitlines() if line.startswith("maxrss=")]
-    return Call(time.perf_counter() - started, proc.returncode, {}, rss[-1] if rss else 0)
+    rss = [int(line.split("=", 1)[1]) for line in (proc.stderr or b"").decode().splitlines()
+           if line.startswith("maxrss=")]
+    return Call(seconds, proc.returncode, doc, rss[-1] if rss else 0)
 
 
 def conf_for(flat: Path, cidr: str, lock_dir: Path, **ipam: Any) -> dict[str, Any]:
@@ -407,10 +399,10 @@ def run_all(args: argparse.Namespace, env: dict[str, str]) -> int:
     ns_o, flat_o = cluster.namespace("mem-ours")
     ns_g, flat_g = cluster.namespace("mem-go")
     rep.memory = {
-        "ours": max(invoke_measuring_memory(ours, conf_for(flat_o, "10.63.0.0/24", cluster.workdir / "m1"), "ADD",
-                                            f"m{i}").max_rss_kb for i in range(3)),
-        "go": max(invoke_measuring_memory(go, conf_for(flat_g, "10.63.0.0/24", cluster.workdir / "m2"), "ADD",
-                                          f"m{i}").max_rss_kb for i in range(3)),
+        "ours": max(invoke(ours, conf_for(flat_o, "10.63.0.0/24", cluster.workdir / "m1"), "ADD", f"m{i}",
+                              memory=True).max_rss_kb for i in range(3)),
+        "go": max(invoke(go, conf_for(flat_g, "10.63.0.0/24", cluster.workdir / "m2"), "ADD", f"m{i}",
+                            memory=True).max_rss_kb for i in range(3)),
     }
     out = args.out or ROOT / "bench" / "results" / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
