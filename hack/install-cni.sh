@@ -29,6 +29,7 @@
 #   WHEREABOUTS_API_SERVER   overrides them with a URL, e.g. https://10.0.0.1:6443
 #   WHEREABOUTS_SYNC_INTERVAL   seconds between rotation checks [10]
 #   WHEREABOUTS_LOG_FILE, WHEREABOUTS_LOG_LEVEL   written into whereabouts.conf if set
+#   WHEREABOUTS_SINGLE_LEASE   true or false: written into whereabouts.conf if set
 set -eu
 
 SRC="${SRC:-/opt/whereabouts/cni-bin}"
@@ -44,6 +45,11 @@ KUBECONFIG_HOST="$CNI_NET_DIR_HOST/whereabouts.d/whereabouts.kubeconfig"
 
 say() { echo "[install-cni] $(date -u +%Y-%m-%dT%H:%M:%SZ) $*" >&2; }
 fail() { say "FAILED at step: $*"; exit 1; }
+
+case "${WHEREABOUTS_SINGLE_LEASE:-}" in
+  ''|true|false) ;;
+  *) fail "check the environment: WHEREABOUTS_SINGLE_LEASE must be true or false, not '$WHEREABOUTS_SINGLE_LEASE'" ;;
+esac
 
 # --- 1. the plugin folder ---------------------------------------------------------
 
@@ -146,7 +152,7 @@ write_conf() {
     printf '{\n  "datastore": "kubernetes",\n  "kubernetes": {"kubeconfig": %s}' "$(json_string "$KUBECONFIG_HOST")"
     [ -n "${WHEREABOUTS_LOG_FILE:-}" ] && printf ',\n  "log_file": %s' "$(json_string "$WHEREABOUTS_LOG_FILE")"
     [ -n "${WHEREABOUTS_LOG_LEVEL:-}" ] && printf ',\n  "log_level": %s' "$(json_string "$WHEREABOUTS_LOG_LEVEL")"
-    [ "${WHEREABOUTS_SINGLE_LEASE:-}" = "true" ] && printf ',\n  "single_lease": true'
+    [ -n "${WHEREABOUTS_SINGLE_LEASE:-}" ] && printf ',\n  "single_lease": %s' "$WHEREABOUTS_SINGLE_LEASE"
     printf '\n}\n'
   } | write_file "$CONF.new" 0644
   if [ -f "$CONF" ] && cmp -s "$CONF.new" "$CONF"; then

@@ -52,7 +52,7 @@ class IPAMConfig(Record):
                  "overlapping_ranges": True, "lease_duration_ms": 1500, "renew_deadline_ms": 1000,
                  "retry_period_ms": 500, "lock_timeout_ms": 60000, "node_lock_dir": DEFAULT_NODE_LOCK_DIR,
                  "log_file": "", "log_level": "verbose", "sleep_for_race": 0.0, "block_size": 0,
-                 "single_lease": False}
+                 "single_lease": True}
     ranges: tuple[IPRange, ...]
     kubeconfig: str
     gateway: Address | None
@@ -423,7 +423,7 @@ def parse_ipam(ipam: dict[str, Any]) -> IPAMConfig:
         log_level=log_level,
         sleep_for_race=float(sleep),
         block_size=_block_size(ipam),
-        single_lease=_opt_bool(ipam, "single_lease", False),
+        single_lease=_opt_bool(ipam, "single_lease", True),
     )
 
 

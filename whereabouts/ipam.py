@@ -80,21 +80,31 @@ class IPAM:
     def reservation_name(self, ip: Address) -> str:
         return reservation_name(ip, self.config.network_name)
 
+    def lease_of(self, blk: Block) -> str:
+        """The Lease guarding a block. A pool in the Go layout shares the Go plugin's one Lease
+        unless `single_lease` is off; the blocks of a split range are ours alone, one Lease each."""
+        if self.config.single_lease and not blk.sharded:
+            return SHARED_LEASE
+        return lease_name(blk.name)
+
     @contextmanager
-    def locked(self, pool: str) -> Iterator[None]:
-        node = NodeLock(self.config.node_lock_dir, pool, self.deadline)
+    def locked(self, blk: Block) -> Iterator[None]:
+        node = NodeLock(self.config.node_lock_dir, blk.name, self.deadline)
         node_held = node.acquire()
         try:
-            name = SHARED_LEASE if self.config.single_lease else lease_name(pool)
-            lease = LeaseLock(self.store.api, name, self.identity, self.config.lease_duration_ms, self.deadline)
+            lease = LeaseLock(self.store.api, self.lease_of(blk), self.identity, self.config.lease_duration_ms,
+                              self.deadline, self.config.retry_period_ms)
             lease.acquire()
             self.stats.lock_wait += node.waited + lease.waited
-            self.log.debug("lock", pool=pool, node_lock=node_held, node_wait=round(node.waited, 4),
-                           lease_wait=round(lease.waited, 4), lease_attempts=lease.attempts)
+            self.log.debug("lock", pool=blk.name, lease=lease.name, node_lock=node_held,
+                           node_wait=round(node.waited, 4), lease_wait=round(lease.waited, 4),
+                           lease_attempts=lease.attempts)
             try:
                 yield
             finally:
                 lease.release()
+                if lease.renewals:
+                    self.log.debug("lease renewed", lease=lease.name, renewals=lease.renewals)
         finally:
             node.release()
 
@@ -182,7 +192,7 @@ class IPAM:
         created: set[int] = set()  # offsets whose reservation this call created
         unknown: int | None = None  # offset of a write whose outcome is unknown
         try:
-            with self.locked(blk.name):
+            with self.locked(blk):
                 conflicts = 0
                 while True:
                     pool = self._read(blk, create=True)
@@ -274,7 +284,7 @@ class IPAM:
         pool = self._read(blk, create=False)
         if pool is None or not any(doomed(o, a) for o, a in pool.allocations.items()):
             return []
-        with self.locked(blk.name):
+        with self.locked(blk):
             conflicts = 0
             while True:
                 pool = self._read(blk, create=False)

@@ -171,6 +171,13 @@ class KubeAPI:
         """A watch on a connection of its own, for at most `timeout` seconds."""
         return Watch(self, path, min(timeout, self._timeout()))
 
+    def sibling(self) -> KubeAPI:
+        """The same server and credentials on a connection of its own, for another thread."""
+        other = object.__new__(KubeAPI)
+        other.__dict__.update(self.__dict__)
+        other._http, other.requests = None, 0
+        return other
+
     def close(self) -> None:
         if self._http is not None:
             self._http.close()

@@ -5,6 +5,8 @@ hands over at once), so at most one process per node and pool talks to the Lease
 The Lease follows client-go's leader-election rules: take it when it is free, ours,
 or when its record has not changed for its duration since we first observed it.
 A waiter watches the Lease instead of polling, so it wakes as soon as it is freed.
+The holder renews it every retry period, as client-go does, so a slow critical
+section is not taken over by a waiter (ours, or the Go plugin's on the shared Lease).
 
 Neither lock is what keeps addresses unique: every pool write carries the
 resourceVersion it read. The locks only keep writers from colliding.
@@ -16,6 +18,7 @@ paid on every pod attach.
 
 from __future__ import annotations
 
+import _thread
 import fcntl
 import math
 import os
@@ -99,15 +102,22 @@ class NodeLock:
 class LeaseLock:
     """A `coordination.k8s.io/v1` Lease held for the span of one pool update."""
 
-    def __init__(self, api: KubeAPI, name: str, identity: str, duration_ms: int, deadline: float) -> None:
+    def __init__(self, api: KubeAPI, name: str, identity: str, duration_ms: int, deadline: float,
+                 renew_ms: int = 500) -> None:
         self.api = api
         self.name = name
         self.identity = identity
         self.duration_s = max(1, math.ceil(duration_ms / 1000))
+        self.renew_s = renew_ms / 1000
         self.deadline = deadline
         self.held: dict[str, Any] | None = None
         self.waited = 0.0
         self.attempts = 0
+        self.renewals = 0
+        # `_thread` rather than `threading`: the renewer needs two locks and no more, and
+        # `threading` would add its import to every invocation.
+        self._guard = _thread.allocate_lock()  # the renewer and release() never write at once
+        self._stop = _thread.allocate_lock()  # held while the renewer should keep going
 
     def _spec(self, transitions: int) -> dict[str, Any]:
         now = micro_time()
@@ -157,6 +167,28 @@ class LeaseLock:
             if events is not None:
                 events.close()
         self.waited = time.monotonic() - start
+        self._stop.acquire()
+        _thread.start_new_thread(self._renew, (self.api.sibling(),))
+
+    def _renew(self, api: KubeAPI) -> None:
+        """Renew the held Lease every retry period until released (runs on its own thread and
+        connection). A failed renewal stops renewing: the pool write's resourceVersion still
+        keeps addresses unique, the Lease only keeps writers from colliding."""
+        try:
+            while not self._stop.acquire(timeout=self.renew_s):
+                with self._guard:
+                    if self.held is None:
+                        return
+                    spec = {**(self.held.get("spec") or {}), "renewTime": micro_time()}
+                    resp = api.request("PUT", api.lease_path(self.name), {**self.held, "spec": spec})
+                    if resp.status != 200:
+                        return
+                    self.held = resp.body
+                    self.renewals += 1
+        except Exception:  # noqa: BLE001 - see above; the main thread reports what matters
+            return
+        finally:
+            api.close()
 
     def _get_or_create(self) -> dict[str, Any] | None:
         """The Lease as stored; None once we created it (and so hold it)."""
@@ -213,7 +245,11 @@ class LeaseLock:
         """Clear the holder so the next waiter takes it at once. Best effort: it expires anyway."""
         if self.held is None:
             return
-        lease, self.held = self.held, None
+        self._stop.release()
+        with self._guard:
+            lease, self.held = self.held, None
+        if lease is None:
+            return
         spec = lease.get("spec") or {}
         lease["spec"] = {**spec, "holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": micro_time()}
         try:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import pytest
 
@@ -295,6 +296,42 @@ def test_fifty_concurrent_adds_from_five_nodes(netconf, pools, tmp_path):
     stored = pools.allocations("10.10.0.0-24")
     assert {f"10.10.0.{k}/24" for k in stored} == set(ips)
     assert {v["id"] for v in stored.values()} == {f"c{i}" for i in range(50)}
+
+
+def test_a_slow_holder_renews_its_lease(netconf, kube, namespace, tmp_path):
+    """A holder busy for longer than the Lease duration keeps the Lease by renewing it, so a waiter
+    on another node (ours here; the Go plugin in test_mixed) does not take it over half-way."""
+    from kubernetes import client
+
+    leases = client.CoordinationV1Api(kube)
+
+    def holder() -> str:
+        try:
+            return leases.read_namespaced_lease("whereabouts", namespace).spec.holder_identity or ""
+        except client.ApiException:
+            return ""
+
+    def conf(node: str, **extra):
+        return netconf({"node_lock_dir": str(tmp_path / node), "log_file": str(tmp_path / f"{node}.log"), **extra})
+
+    slow = start(conf("a", sleep_for_race=5), "ADD", container_id="slow", pod="slow", env={"NODENAME": "a"})
+    deadline = time.monotonic() + 30
+    while not holder() and slow.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert holder(), "the slow ADD never took the Lease"
+    waiter = start(conf("b"), "ADD", container_id="waiter", pod="waiter", env={"NODENAME": "b"})
+    assert finish(slow).ok().ips == ["10.10.0.1/24"]
+    assert finish(waiter).ok().ips == ["10.10.0.2/24"]
+
+    def lines(node: str) -> list[dict]:
+        return [json.loads(line) for line in (tmp_path / f"{node}.log").read_text().splitlines()]
+
+    # Without renewals the waiter takes the Lease over after its 2 s duration; with them it waits
+    # for the release, about 5 s after the slow ADD took it.
+    lock = [line for line in lines("b") if line["event"] == "lock"][0]
+    assert lock["lease"] == "whereabouts" and lock["lease_wait"] > 3.5, lock
+    renewed = [line for line in lines("a") if line["event"] == "lease renewed"]
+    assert renewed and renewed[0]["renewals"] >= 5, renewed
 
 
 def test_block_layout_spreads_spills_and_frees(netconf, pools):

@@ -138,8 +138,9 @@ def _go_sleeping(go, ip: str) -> bool:
 def test_reservation_taken_after_a_go_pool_write(env, ours, go):
     """Go writes the pool entry before it creates the reservation: when another range reserved the
     address in between, Go's ADD fails and its pool entry stays behind. Ours creates the reservation
-    first, so the same race ends with both ADDs done and nothing leaked."""
-    wide, narrow = {"range": "10.80.0.0/24"}, {"range": "10.80.0.0/25"}
+    first, so the same race ends with both ADDs done and nothing leaked. The race needs separate
+    locks: ours runs with `single_lease` off (by default the two take turns on one Lease)."""
+    wide, narrow = {"range": "10.80.0.0/24"}, {"range": "10.80.0.0/25", "single_lease": False}
 
     # Go on the wide range pauses between its reservation check and its pool write (sleep_for_race);
     # meanwhile ours serves a pod of the narrow range.
@@ -154,7 +155,7 @@ def test_reservation_taken_after_a_go_pool_write(env, ours, go):
     assert env.store.allocations("10.80.0.0-24") == {"1": {"id": "g", "podref": "default/g", "ifname": "net1"}}
 
     # The mirror image: ours pauses on the wide range, Go serves the narrow one meanwhile.
-    wide2, narrow2 = {"range": "10.81.0.0/24"}, {"range": "10.81.0.0/25"}
+    wide2, narrow2 = {"range": "10.81.0.0/24", "single_lease": False}, {"range": "10.81.0.0/25"}
     slow_ours = ours.start(env.conf({**wide2, "sleep_for_race": 8}), "ADD", container_id="o2", pod="o2")
     wait_for(lambda: env.store.reservation("10.81.0.1") is not None, 60, "ours to reserve 10.81.0.1")
     assert go.run(env.conf(narrow2), "ADD", container_id="g2", pod="g2").ok().ips == ["10.81.0.2/25"]

@@ -10,6 +10,7 @@ checked) and once as a burst of 100 concurrent ADDs.
 from __future__ import annotations
 
 import ipaddress
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,17 +196,18 @@ def test_interleaved(env, both, name):
 GO_COLLISION = "already exists"
 
 
-@pytest.mark.parametrize("name,single_lease", [(name, False) for name in BURST_SCENARIOS] + [("plain", True)])
+@pytest.mark.parametrize("name,single_lease", [(name, True) for name in BURST_SCENARIOS] + [("plain", False)])
 def test_concurrent(env, both, name, single_lease, record_property):
     """100 ADDs at once, half by each plugin: no duplicate, and the pools hold exactly the results.
 
-    A Go ADD can fail when its reservation create collides with ours (the two plugins do not share
-    a lock). The runtime then calls DEL and retries the ADD; so does this test, and it checks the
-    end state the cluster is left in. Any other failure fails the test. With `single_lease` ours holds
-    the Go plugin's one Lease, so the two serialise and no Go ADD may fail at all.
+    By default (`single_lease`) ours holds the Go plugin's one Lease, so the two take turns and no
+    ADD may fail at all. With `single_lease` off (one Lease per pool; only for a single range here,
+    see doc/compat.md) a Go ADD can fail when its reservation create collides with ours. The runtime
+    then calls DEL and retries the ADD; so does this test, and it checks the end state the cluster
+    is left in. Any other failure fails the test.
     """
     scenario = BURST_SCENARIOS[name]
-    confs = [env.conf({**ipam, **({"single_lease": True} if single_lease else {})}) for ipam in scenario.networks]
+    confs = [env.conf({**ipam, **({} if single_lease else {"single_lease": False})}) for ipam in scenario.networks]
     n = 100
 
     def network(i: int) -> int:
@@ -259,14 +261,15 @@ def test_concurrent(env, both, name, single_lease, record_property):
     assert {k: v["podref"] for k, v in reservations.items()} == want
 
 
-@pytest.mark.xfail(strict=True, reason="the two plugins share no lock: ours (Lease whereabouts-<pool>) creates the "
-                                       "reservation before its pool write, Go (Lease whereabouts) after its pool "
-                                       "write, so when both pick the same lowest free address Go's ADD fails with "
-                                       "'already exists' (see doc/compat.md, 'Mixed operation')")
+@pytest.mark.xfail(strict=True, reason="with single_lease off the two plugins share no lock: ours (Lease "
+                                       "whereabouts-<pool>) creates the reservation before its pool write, Go (Lease "
+                                       "whereabouts) after its pool write, so when both pick the same lowest free "
+                                       "address Go's ADD fails with 'already exists' (see doc/compat.md, "
+                                       "'Mixed operation')")
 def test_reservation_collision_fails_a_go_add(env, ours, go):
-    """The collision behind the retried Go ADDs of test_concurrent, made deterministic with sleep_for_race:
-    Go has checked 10.46.0.1 and not yet written it when ours picks the same address."""
-    conf = {"range": "10.46.0.0/24"}
+    """The collision behind the retried Go ADDs of test_concurrent[plain-False], made deterministic with
+    sleep_for_race: Go has checked 10.46.0.1 and not yet written it when ours picks the same address."""
+    conf = {"range": "10.46.0.0/24", "single_lease": False}
     slow_go = go.start(env.conf({**conf, "sleep_for_race": 6}), "ADD", container_id="g", pod="g")
 
     def go_checked() -> bool:
@@ -288,3 +291,36 @@ def test_reservation_collision_fails_a_go_add(env, ours, go):
     assert (go_out.ips, our_out.ips) == (["10.46.0.1/24"], ["10.46.0.2/24"])
     assert set(env.store.allocations("10.46.0.0-24")) == {"1", "2"}
     assert {r["metadata"]["name"] for r in env.store.reservations()} == {"10.46.0.1", "10.46.0.2"}
+
+
+@pytest.mark.parametrize("slow", ["ours", "go"])
+def test_the_shared_lease_makes_the_other_plugin_wait(env, both, slow):
+    """With the default shared Lease, an ADD that holds it for longer than its duration (5 s of
+    sleep_for_race against 1.5 s) keeps it: ours renews it as the Go plugin does, so the other plugin
+    waits for the release instead of taking the Lease over and colliding on the same address."""
+    slow_p, other = both if slow == "ours" else both[::-1]
+    conf = {"range": "10.47.0.0/24"}
+    first = slow_p.start(env.conf({**conf, "sleep_for_race": 5}), "ADD", container_id="s", pod="s")
+
+    def holder() -> str:
+        try:
+            return env.store.coord.read_namespaced_lease("whereabouts", env.store.namespace).spec.holder_identity or ""
+        except Exception:  # noqa: BLE001 - not created yet
+            return ""
+
+    wait_for(lambda: bool(holder()) or first.poll() is not None, 60, f"{slow} to take the Lease")
+    second = other.start(env.conf(conf), "ADD", container_id="w", pod="w")
+    ended: dict[str, float] = {}
+    deadline = time.monotonic() + 120
+    while len(ended) < 2 and time.monotonic() < deadline:
+        for key, proc in (("first", first), ("second", second)):
+            if key not in ended and proc.poll() is not None:
+                ended[key] = time.monotonic()
+        time.sleep(0.01)
+    first_out, second_out = finish(first), finish(second)
+    assert first_out.rc == 0, failure(first_out, slow_p)
+    assert second_out.rc == 0, failure(second_out, other)
+    assert (first_out.ips, second_out.ips) == (["10.47.0.1/24"], ["10.47.0.2/24"])
+    # The Lease is released just before the slow ADD exits: the other cannot end much earlier.
+    assert ended["second"] > ended["first"] - 0.5, f"{other.name} did not wait for {slow_p.name}'s Lease: {ended}"
+    assert set(env.store.allocations("10.47.0.0-24")) == {"1", "2"}

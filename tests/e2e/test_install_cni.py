@@ -218,13 +218,21 @@ def test_rotation_rewrites_the_kubeconfig_and_sigterm_stops_at_once(node):
     assert not list(node.net.rglob("*.tmp.*")), "no temporary files left behind"
 
 
+def test_an_invalid_single_lease_writes_nothing(node):
+    fake_build(node.src, "0.1.0-aaaaaaaaaaaa")
+    proc = node.once(WHEREABOUTS_SINGLE_LEASE="yes")
+    assert proc.returncode != 0
+    assert "WHEREABOUTS_SINGLE_LEASE" in proc.stdout + proc.stderr
+    assert not (node.net / "whereabouts.d").exists() and not list(node.bin.iterdir())
+
+
 def test_flat_file_options_from_the_daemonset(node):
     fake_build(node.src, "0.1.0-aaaaaaaaaaaa")
     proc = node.once(WHEREABOUTS_LOG_FILE="/var/log/whereabouts.log", WHEREABOUTS_LOG_LEVEL="debug",
-                     WHEREABOUTS_SINGLE_LEASE="true")
+                     WHEREABOUTS_SINGLE_LEASE="false")
     assert proc.returncode == 0, proc.stderr
     conf = json.loads((node.net / "whereabouts.d" / "whereabouts.conf").read_text())
     assert conf["log_file"] == "/var/log/whereabouts.log" and conf["log_level"] == "debug"
-    assert conf["single_lease"] is True
+    assert conf["single_lease"] is False
     # The kubeconfig is JSON, so the plugin reads it without a YAML parser.
     assert json.loads(node.kubeconfig_path.read_text())["current-context"] == "whereabouts-context"

@@ -233,7 +233,7 @@ def test_block_size_default_is_the_single_go_layout():
 
 
 def test_single_lease():
-    assert parse_ipam(ipam(range="10.0.0.0/24")).single_lease is False
-    assert parse_ipam(ipam(range="10.0.0.0/24", single_lease=True)).single_lease is True
+    assert parse_ipam(ipam(range="10.0.0.0/24")).single_lease is True
+    assert parse_ipam(ipam(range="10.0.0.0/24", single_lease=False)).single_lease is False
     with pytest.raises(InvalidConfig, match="single_lease"):
         parse_ipam(ipam(range="10.0.0.0/24", single_lease="yes"))
