@@ -65,32 +65,19 @@ ADD_STARTED=0
 teardown() {
   local rc=$? failed_step="$STEP" bad=0
   trap - EXIT INT TERM
-  if [[ $ADD_STARTED -eq 1 ]]; then
-    say "DEL of the networks of $PAUSE"
-    if ! bash "$ROOT/hack/exec-plugins.sh" del "$PAUSE" "$NETNS"; then
-      say "FAILED at step: DEL of the networks of $PAUSE"
-      bad=1
-    fi
-  fi
+  [[ $ADD_STARTED -eq 0 ]] || del_networks "$PAUSE" "$NETNS" || bad=1
   if [[ -n "$PAUSE" ]]; then
     say "removing pause container ${PAUSE:0:12}"
     docker rm -f "$PAUSE" >/dev/null || { say "FAILED at step: docker rm -f $PAUSE"; bad=1; }
   fi
   rm -rf "$WORK"
-  if [[ $failed_step == "container" ]]; then
-    [[ $bad -eq 1 && $rc -eq 0 ]] && rc=126
-  elif [[ $rc -ne 0 ]]; then
-    say "FAILED at step: $failed_step (exit $rc)"
-    [[ $rc -eq 130 || $rc -eq 143 ]] || rc=125
-  fi
-  exit "$rc"
+  exit "$(final_status "$rc" "$failed_step" container "$bad")"
 }
+# shellcheck source=hack/lib/cni-env.sh
+source "$ROOT/hack/lib/cni-env.sh"
 trap teardown EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# shellcheck source=hack/lib/cni-env.sh
-source "$ROOT/hack/lib/cni-env.sh"
 setup_cni_env
 
 step "starting the pause container ($PAUSE_IMAGE, --net=none)"

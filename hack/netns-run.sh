@@ -70,33 +70,19 @@ ADD_STARTED=0
 teardown() {
   local rc=$? failed_step="$STEP" bad=0
   trap - EXIT INT TERM
-  if [[ $ADD_STARTED -eq 1 ]]; then
-    say "DEL of the networks of $ID"
-    if ! bash "$ROOT/hack/exec-plugins.sh" del "$ID" "/var/run/netns/$NAME"; then
-      say "FAILED at step: DEL of the networks of $ID"
-      bad=1
-    fi
-  fi
+  [[ $ADD_STARTED -eq 0 ]] || del_networks "$ID" "/var/run/netns/$NAME" || bad=1
   if [[ $CREATED -eq 1 ]]; then
     say "deleting network namespace $NAME"
     ip netns delete "$NAME" || { say "FAILED at step: ip netns delete $NAME"; bad=1; }
   fi
   rm -rf "$WORK"
-  if [[ $failed_step == "command" ]]; then
-    # rc is the command's own status.
-    [[ $bad -eq 1 && $rc -eq 0 ]] && rc=126
-  elif [[ $rc -ne 0 ]]; then
-    say "FAILED at step: $failed_step (exit $rc)"
-    [[ $rc -eq 130 || $rc -eq 143 ]] || rc=125
-  fi
-  exit "$rc"
+  exit "$(final_status "$rc" "$failed_step" command "$bad")"
 }
+# shellcheck source=hack/lib/cni-env.sh
+source "$ROOT/hack/lib/cni-env.sh"
 trap teardown EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# shellcheck source=hack/lib/cni-env.sh
-source "$ROOT/hack/lib/cni-env.sh"
 setup_cni_env
 
 step "creating network namespace $NAME"

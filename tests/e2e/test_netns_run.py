@@ -81,6 +81,34 @@ def test_del_gets_the_add_result_as_prev_result(netns_lab, tmp_path):
     assert gone(name)
 
 
+@pytest.mark.parametrize("command,status", [("true", 126), ("false", 1)])
+def test_exit_status_is_the_commands_or_126_for_a_failed_teardown(netns_lab, tmp_path, command, status):
+    """A plugin whose DEL fails: the teardown goes on (the namespace is deleted) and the exit status
+    is the command's when it failed, else 126."""
+    plugin = tmp_path / "bad-del-bin" / "baddel"
+    plugin.parent.mkdir()
+    plugin.write_text(
+        "#!/bin/sh\n"
+        "conf=$(cat)\n"
+        "if [ \"$CNI_COMMAND\" = DEL ]; then\n"
+        "  echo '{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"DEL refused\"}'; exit 1\n"
+        "fi\n"
+        "printf '%s' \"$conf\" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)[\"prevResult\"]))'\n")
+    plugin.chmod(0o755)
+    conflist = {"cniVersion": "1.0.0", "name": "baddel", "plugins": [
+        {"type": "bridge", "bridge": netns_lab.bridge_name(), "ipam": netns_lab.ipam(range="10.123.16.0/24")},
+        {"type": "baddel"}]}
+    path = tmp_path / "baddel.conflist"
+    path.write_text(json.dumps(conflist))
+    name = f"wbt-{rand(8)}"
+    proc = subprocess.run(["bash", str(SCRIPT), "-n", name, "-p", f"{plugin.parent}:{netns_lab.cni_path}",
+                           "-c", str(path), "--", command],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == status, proc.stderr
+    assert "FAILED at step: DEL of the networks" in proc.stderr
+    assert gone(name)
+
+
 def test_add_failing_half_way_undoes_everything(netns_lab, store):
     good = netns_lab.bridge_conf(netns_lab.bridge_name(), range="10.123.13.0/24")
     full = netns_lab.bridge_conf(netns_lab.bridge_name(), range="10.123.14.0/30")
