@@ -169,23 +169,34 @@ def kube(cluster):
 
 
 @pytest.fixture
-def namespace(kube):
-    """A fresh namespace ``t-<random>``; deleted (not waited for) afterwards."""
+def new_namespace(kube):
+    """A factory of fresh namespaces ``<prefix><random>``; all deleted (not waited for) afterwards."""
     from kubernetes import client
     from kubernetes.client.rest import ApiException
 
     core = client.CoreV1Api(kube)
-    alphabet = string.ascii_lowercase + string.digits
-    name = "t-" + "".join(secrets.choice(alphabet) for _ in range(10))
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    try:
-        yield name
-    finally:
+    made: list[str] = []
+
+    def make(prefix: str = "t-") -> str:
+        alphabet = string.ascii_lowercase + string.digits
+        name = prefix + "".join(secrets.choice(alphabet) for _ in range(10))
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
         try:
             core.delete_namespace(name)
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+@pytest.fixture
+def namespace(new_namespace):
+    """A fresh namespace ``t-<random>``; deleted (not waited for) afterwards."""
+    return new_namespace()
 
 
 @pytest.fixture

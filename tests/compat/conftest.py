@@ -24,11 +24,9 @@ import copy
 import ipaddress
 import json
 import os
-import secrets
-import string
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,37 +184,19 @@ class Env:
         return conf
 
 
-def _random_namespace() -> str:
-    alphabet = string.ascii_lowercase + string.digits
-    return "compat-" + "".join(secrets.choice(alphabet) for _ in range(8))
-
-
 @pytest.fixture
-def new_env(cluster, kube, tmp_path) -> Iterator[Callable[[], Env]]:
+def new_env(cluster, kube, new_namespace, tmp_path) -> Callable[[], Env]:
     """A factory of fresh namespaces (deleted afterwards), each with its own kubeconfig."""
-    from kubernetes import client
-    from kubernetes.client.rest import ApiException
-
-    core = client.CoreV1Api(kube)
-    made: list[str] = []
 
     def make() -> Env:
-        name = _random_namespace()
-        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-        made.append(name)
+        name = new_namespace("compat-")
         d = tmp_path / name
         d.mkdir()
         kubeconfig = write_kubeconfig(d / "kubeconfig", cluster.server, ca_file=cluster.ca_file, token=cluster.token,
                                       namespace=name)
         return Env(name, kubeconfig, d, Store(kube, name))
 
-    yield make
-    for name in made:
-        try:
-            core.delete_namespace(name)
-        except ApiException as e:
-            if e.status != 404:
-                raise
+    return make
 
 
 @pytest.fixture
