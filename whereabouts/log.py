@@ -1,15 +1,18 @@
-"""Structured log: one JSON object per line in `log_file`, via structlog.
+"""Structured log: one JSON object per line in `log_file`.
 
-structlog is imported only when a `log_file` is configured, so an invocation
-without one does not pay for it. The file is opened append-only, created 0600,
+Written with `json` rather than structlog: importing structlog costs some 70-85 ms,
+paid on every pod attach with a `log_file`, which is most of an ADD; `json` is
+loaded anyway. The file is opened append-only, created 0600,
 and never through a symlink (O_NOFOLLOW), so a planted link cannot redirect it.
 Callers pass plain fields; no token, key or certificate is ever handed to a log.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the hot path (~3 ms)
 if TYPE_CHECKING:
@@ -35,32 +38,39 @@ class Log:
 
 
 class FileLog(Log):
-    def __init__(self, path: str, level: str) -> None:
-        import structlog
+    """Appends one JSON object per line: the bound fields, the call's fields, then `event`,
+    `level` and an ISO-8601 UTC `timestamp`. A failed write is dropped: a full disk must
+    not fail a pod's attach."""
 
+    def __init__(self, path: str, level: str) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         self._file = os.fdopen(fd, "a", buffering=1, encoding="utf-8")
-        self._logger = structlog.wrap_logger(
-            structlog.WriteLogger(self._file),
-            processors=[
-                structlog.processors.add_log_level,
-                structlog.processors.TimeStamper(fmt="iso", utc=True),
-                structlog.processors.JSONRenderer(),
-            ],
-            wrapper_class=structlog.make_filtering_bound_logger(LEVELS.get(level, 20)),
-        )
+        self._min = LEVELS.get(level, 20)
+        self._bound: dict[str, Any] = {}
 
     def bind(self, **fields: Any) -> None:
-        self._logger = self._logger.bind(**fields)
+        self._bound.update(fields)
+
+    def _write(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+        line = {**self._bound, **fields, "event": event, "level": level, "timestamp": stamp}
+        try:
+            self._file.write(json.dumps(line, default=repr, ensure_ascii=False) + "\n")
+        except (OSError, ValueError):
+            pass
 
     def debug(self, event: str, **fields: Any) -> None:
-        self._logger.debug(event, **fields)
+        if self._min <= 10:
+            self._write("debug", event, fields)
 
     def info(self, event: str, **fields: Any) -> None:
-        self._logger.info(event, **fields)
+        if self._min <= 20:
+            self._write("info", event, fields)
 
     def error(self, event: str, **fields: Any) -> None:
-        self._logger.error(event, **fields)
+        if self._min <= 40:
+            self._write("error", event, fields)
 
 
 def open_log(path: str, level: str) -> Log:

@@ -257,6 +257,15 @@ def test_log_file_lines(netconf, tmp_path, cluster):
     assert cluster.token not in log.read_text()
 
 
+def test_a_log_file_that_cannot_be_written_does_not_fail_the_add(netconf, pools):
+    """/dev/full opens but every write fails with ENOSPC, like a full /var/log."""
+    conf = netconf({"log_file": "/dev/full", "log_level": "debug"})
+    assert run(conf, "ADD").ok().ips == ["10.10.0.1/24"]
+    assert set(pools.allocations("10.10.0.0-24")) == {"1"}
+    run(conf, "DEL").ok()
+    assert pools.allocations("10.10.0.0-24") == {}
+
+
 def test_log_file_symlink_is_not_followed(netconf, tmp_path):
     target = tmp_path / "target"
     target.write_text("")
