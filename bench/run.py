@@ -175,24 +175,32 @@ class Report:
     memory: dict[str, Any] = field(default_factory=dict)
 
 
+SINGLE = ("ADD", "DEL", "ADD with log_file")
+
+
 def single(cluster: Cluster, plugins: dict[str, list[str]], n: int) -> dict[str, Any]:
-    """Cold ADD then DEL, alternating plugins, each on its own fresh pool."""
+    """Cold ADD then DEL, alternating plugins, each on its own fresh pool; then the same ADD
+    with a `log_file` (level verbose), as most installs run it."""
     setups = {name: cluster.namespace(f"single-{name}") for name in plugins}
-    times: dict[str, dict[str, list[float]]] = {name: {"ADD": [], "DEL": []} for name in plugins}
+    times: dict[str, dict[str, list[float]]] = {name: {what: [] for what in SINGLE} for name in plugins}
     failures: Counter[str] = Counter()
     for i in range(n):
         order = list(plugins) if i % 2 == 0 else list(reversed(plugins))
         for name in order:
             _, flat = setups[name]
             conf = conf_for(flat, "10.60.0.0/24", cluster.workdir / f"locks-{name}")
-            for verb in ("ADD", "DEL"):
-                call = invoke(plugins[name], conf, verb, f"s{i}")
+            logged = conf_for(flat, "10.60.0.0/24", cluster.workdir / f"locks-{name}",
+                              log_file=str(cluster.workdir / f"single-{name}.log"), log_level="verbose")
+            for what, verb, c in (("ADD", "ADD", conf), ("DEL", "DEL", conf),
+                                  ("ADD with log_file", "ADD", logged), (None, "DEL", logged)):
+                call = invoke(plugins[name], c, verb, f"s{i}")
                 if call.rc != 0:
-                    failures[f"{name} {verb}"] += 1
-                times[name][verb].append(call.seconds)
+                    failures[f"{name} {what or verb}"] += 1
+                if what:
+                    times[name][what].append(call.seconds)
     out: dict[str, Any] = {"n": n, "failures": dict(failures), "samples": times}
     for name in plugins:
-        for verb in ("ADD", "DEL"):
+        for verb in SINGLE:
             v = times[name][verb]
             out[f"{name} {verb}"] = {"median": statistics.median(v), "p90": pct(v, 90)}
     return out
@@ -300,7 +308,7 @@ def print_table(rep: Report) -> list[str]:
              f"ours {rep.meta['ours']} vs Go whereabouts {rep.meta['go']} (mode {rep.meta['mode']})", ""]
     s = rep.single
     lines.append(f"{'what':44} {'ours':>12} {'Go':>12} {'ours/Go':>8}")
-    for verb in ("ADD", "DEL"):
+    for verb in SINGLE:
         o, g = s[f"ours {verb}"], s[f"go {verb}"]
         lines.append(f"{'single ' + verb + ' median (ms, n=' + str(s['n']) + ')':44} {o['median'] * 1000:12.1f} "
                      f"{g['median'] * 1000:12.1f} {ratio(o['median'], g['median']):>8}")
@@ -340,8 +348,8 @@ def chart(rep: Report, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     s = rep.single["samples"]
-    data = [[x * 1000 for x in s[n][v]] for v in ("ADD", "DEL") for n in ("ours", "go")]
-    axes[0].boxplot(data, tick_labels=["ours ADD", "Go ADD", "ours DEL", "Go DEL"])
+    data = [[x * 1000 for x in s[n][v]] for v in SINGLE for n in ("ours", "go")]
+    axes[0].boxplot(data, tick_labels=["ours ADD", "Go ADD", "ours DEL", "Go DEL", "ours ADD\n+log", "Go ADD\n+log"])
     axes[0].set_ylabel("ms (cold process)")
     axes[0].set_title("single calls")
     for ax, name in ((axes[1], "ours"), (axes[2], "go")):
