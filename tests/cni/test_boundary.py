@@ -33,7 +33,18 @@ def test_version_imports_no_http_or_kubernetes_code():
     code = ("import sys, io; sys.argv=['whereabouts']; from whereabouts.cni import run; "
             "run({'CNI_COMMAND': 'VERSION'}, b'{\"cniVersion\":\"1.0.0\"}', io.StringIO()); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('http', 'ssl', 'kubernetes', 'yaml')"
-            " or m in ('whereabouts.kubeapi', 'whereabouts.store')))")
+            " or m in ('whereabouts.kubeapi', 'whereabouts.http1', 'whereabouts.store')))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+def test_the_store_path_imports_neither_http_client_nor_email():
+    """Both cost ~25 ms per invocation; http1.py speaks HTTP instead."""
+    import subprocess
+    import sys
+
+    code = ("import sys, whereabouts.cni, whereabouts.ipam, whereabouts.store, whereabouts.kubeapi, "
+            "whereabouts.lock, whereabouts.log; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('http', 'email', 'typing', 'dataclasses')))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
 
 
