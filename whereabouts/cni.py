@@ -24,7 +24,10 @@ LATEST = SUPPORTED_VERSIONS[-1]
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")
 INTERNAL_ERROR = 110
 MAX_STDIN = 4 << 20
-_CONTAINER_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+MAX_CONTAINER_ID = 256  # runtimes use 64 hex digits; the id is stored in every allocation it holds
+_CONTAINER_ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
+# Kubernetes names: a namespace is a DNS-1123 label, a pod name a DNS-1123 subdomain.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -58,15 +61,16 @@ class Invocation:
             conf = json.loads(stdin)
         except (ValueError, UnicodeDecodeError) as e:
             raise DecodeFailure(f"cannot decode the network config on stdin: {e}") from None
+        except RecursionError:
+            raise DecodeFailure("cannot decode the network config on stdin: nested too deeply") from None
         if not isinstance(conf, dict):
             raise DecodeFailure("the network config on stdin must be a JSON object")
         version = conf.get("cniVersion")
         if isinstance(version, str) and version in SUPPORTED_VERSIONS:
             self.cni_version = version
         elif self.command != "VERSION":
-            raise IncompatibleVersion(
-                f"cniVersion {version!r} is not supported; supported: {', '.join(SUPPORTED_VERSIONS)}"
-            )
+            what = "the network config has no cniVersion" if version is None else f"cniVersion {version!r} is not supported"
+            raise IncompatibleVersion(f"{what}; supported: {', '.join(SUPPORTED_VERSIONS)}")
         return conf
 
     def require_env(self) -> None:
@@ -75,12 +79,16 @@ class Invocation:
         for name in needs:
             if not self.env.get(f"CNI_{name}"):
                 raise InvalidEnvironment(f"required env variable CNI_{name} is missing")
-        if "CONTAINERID" in needs and not _CONTAINER_ID.match(self.container_id):
-            raise InvalidEnvironment(f"CNI_CONTAINERID={self.container_id!r} is not a valid container id")
+        if "CONTAINERID" in needs and (len(self.container_id) > MAX_CONTAINER_ID
+                                       or not _CONTAINER_ID.fullmatch(self.container_id)):
+            raise InvalidEnvironment(f"CNI_CONTAINERID={self.container_id[:80]!r} is not a valid container id "
+                                     f"(letters, digits, '_', '.', '-', at most {MAX_CONTAINER_ID})")
         if "IFNAME" in needs:
             name = self.ifname
-            if len(name) > 15 or name in (".", "..") or any(c in name for c in "/: \t\n\r"):
-                raise InvalidEnvironment(f"CNI_IFNAME={name!r} is not a valid interface name")
+            if (len(name.encode("utf-8", "surrogateescape")) > 15 or name in (".", "..")
+                    or any(c in "/:" or c.isspace() or not c.isprintable() for c in name)):
+                raise InvalidEnvironment(f"CNI_IFNAME={name!r} is not a valid interface name "
+                                         "(at most 15 bytes, no '/', ':' or whitespace)")
         minimum = {"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}.get(self.command)
         if minimum and _version_tuple(self.cni_version) < _version_tuple(minimum):
             raise IncompatibleVersion(f"{self.command} needs cniVersion {minimum} or later, the config has {self.cni_version}")
@@ -125,6 +133,26 @@ def add_result(version: str, config: Any, assigned: list[Any]) -> dict[str, Any]
 
 
 # --- the verbs ------------------------------------------------------------------------
+
+
+def pod_ref(cni_args: dict[str, str], strict: bool) -> str:
+    """`<namespace>/<name>` from the Kubernetes CNI_ARGS, or "" outside Kubernetes.
+
+    With `strict` (ADD), both parts are checked against Kubernetes naming rules: the podref is
+    stored in pools and reservations and compared as one string, so `x/y` as a namespace must not
+    pass for another pod. The other verbs take it as given, so that nothing stored before can
+    become impossible to free.
+    """
+    namespace, name = cni_args.get("K8S_POD_NAMESPACE", ""), cni_args.get("K8S_POD_NAME", "")
+    if not (namespace and name):
+        return ""
+    if not strict:
+        return f"{namespace}/{name}"
+    if not _DNS_LABEL.fullmatch(namespace):
+        raise InvalidEnvironment(f"CNI_ARGS K8S_POD_NAMESPACE={namespace[:80]!r} is not a Kubernetes namespace name")
+    if len(name) > 253 or not all(_DNS_LABEL.fullmatch(part) for part in name.split(".")):
+        raise InvalidEnvironment(f"CNI_ARGS K8S_POD_NAME={name[:80]!r} is not a Kubernetes pod name")
+    return f"{namespace}/{name}"
 
 
 def _node_name(env: dict[str, str]) -> str:
@@ -173,9 +201,7 @@ def execute(inv: Invocation, log_holder: list[Any], started: float) -> dict[str,
     config = load_ipam(inv.netconf)
     log = open_log(config.log_file, config.log_level)
     log_holder.append(log)
-    podref = ""
-    if cni_args.get("K8S_POD_NAMESPACE") and cni_args.get("K8S_POD_NAME"):
-        podref = f"{cni_args['K8S_POD_NAMESPACE']}/{cni_args['K8S_POD_NAME']}"
+    podref = pod_ref(cni_args, strict=inv.command == "ADD")
     log.bind(verb=inv.command, container_id=inv.container_id, ifname=inv.ifname, pod=podref,
              ranges=[r.cidr for r in config.ranges])
     request_source, requested = requested_ips(inv.netconf, cni_args) if inv.command == "ADD" else ("", ())

@@ -13,6 +13,8 @@ import json
 import os
 
 from whereabouts.errors import InvalidConfig, InvalidEnvironment
+from whereabouts.files import read_regular_file
+from whereabouts.pool import is_dns_subdomain
 from whereabouts.ranges import IPRange, merge_intervals
 from whereabouts.record import Record
 
@@ -97,11 +99,10 @@ def find_flat_file(inline_path: str | None) -> str | None:
 
 def read_flat_file(path: str) -> dict[str, Any]:
     try:
-        with open(path, "rb") as f:
-            data = json.loads(f.read())
+        data = json.loads(read_regular_file(path))
     except OSError as e:
         raise InvalidConfig(f"cannot read flat config file {path}: {e.strerror}") from None
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise InvalidConfig(f"flat config file {path} is not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise InvalidConfig(f"flat config file {path} must hold a JSON object")
@@ -169,9 +170,17 @@ def _list(conf: dict[str, Any], key: str) -> list[Any]:
     return value
 
 
+def _refuse_zone(key: str, value: str) -> None:
+    """IPv6 zone ids (`fe80::1%eth0`) are node-local: they name no cluster-wide address, and would
+    reach object names and URLs. `ipaddress` accepts them, so they are refused here."""
+    if "%" in value:
+        raise _bad(key, value, "carries an IPv6 zone id ('%...'), which has no meaning across a cluster")
+
+
 def _ip(key: str, value: Any) -> Address:
     if not isinstance(value, str):
         raise _bad(key, value, "must be an IP address string")
+    _refuse_zone(key, value)
     try:
         return ipaddress.ip_address(value.strip())
     except ValueError:
@@ -182,6 +191,7 @@ def _cidr_or_ip(key: str, value: Any) -> Network:
     """A CIDR (host bits allowed) or a bare IP, as the network it covers."""
     if not isinstance(value, str):
         raise _bad(key, value, "must be a CIDR or IP string")
+    _refuse_zone(key, value)
     try:
         return ipaddress.ip_network(value.strip(), strict=False)
     except ValueError:
@@ -191,6 +201,7 @@ def _cidr_or_ip(key: str, value: Any) -> Network:
 def _interface(key: str, value: Any) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
     if not isinstance(value, str) or "/" not in value:
         raise _bad(key, value, "must be a CIDR such as 10.1.2.3/24")
+    _refuse_zone(key, value)
     try:
         return ipaddress.ip_interface(value.strip())
     except ValueError:
@@ -212,6 +223,7 @@ def parse_range(
     if not isinstance(spec, str) or not spec.strip():
         raise _bad(key, spec, "must be a CIDR such as 10.0.0.0/24 or a span such as 10.0.0.10-10.0.0.20/24")
     text = spec.strip()
+    _refuse_zone(key, text)
     first_ip: Address | None = None
     last_ip: Address | None = None
     if "-" in text:
@@ -358,19 +370,12 @@ def _addresses(ipam: dict[str, Any]) -> tuple[StaticAddress, ...]:
 
 
 def _network_name(ipam: dict[str, Any]) -> str:
+    """A prefix of pool, reservation and Lease names, so it must keep them valid DNS-1123 subdomains."""
     name = _opt_str(ipam, "network_name")
-    if name and not _is_dns_label_prefix(name):
-        raise _bad("network_name", name, "must be lower-case letters, digits and '-', starting with a letter or digit")
+    if name and (len(name) > 200 or not is_dns_subdomain(name)):
+        raise _bad("network_name", name, "must be at most 200 lower-case letters, digits, '-' and '.', with "
+                   "each dot-separated part starting and ending with a letter or digit")
     return name
-
-
-def _is_dns_label_prefix(text: str) -> bool:
-    return (
-        len(text) <= 200
-        and text[0].isascii()
-        and text[0].isalnum()
-        and all(c.isascii() and (c.islower() or c.isdigit() or c in "-.") for c in text)
-    )
 
 
 def _block_size(ipam: dict[str, Any]) -> int:
@@ -405,6 +410,10 @@ def parse_ipam(ipam: dict[str, Any]) -> IPAMConfig:
     if isinstance(sleep, bool) or not isinstance(sleep, (int, float)) or not 0 <= sleep <= 600:
         raise _bad("sleep_for_race", sleep, "must be a number of seconds from 0 to 600")
     lease = _opt_ms(ipam, "leader_lease_duration", 1500)
+    lock_timeout = _opt_ms(ipam, "lock_timeout_ms", 60000, minimum=100)
+    if lease >= lock_timeout:
+        # A holder that dies leaves the Lease blocked for its duration: no waiter would outlive it.
+        raise _bad("leader_lease_duration", lease, f"must be shorter than lock_timeout_ms ({lock_timeout})")
     return IPAMConfig(
         ranges=ranges,
         kubeconfig=kubeconfig,
@@ -417,7 +426,7 @@ def parse_ipam(ipam: dict[str, Any]) -> IPAMConfig:
         lease_duration_ms=lease,
         renew_deadline_ms=_opt_ms(ipam, "leader_renew_deadline", 1000),
         retry_period_ms=_opt_ms(ipam, "leader_retry_period", 500),
-        lock_timeout_ms=_opt_ms(ipam, "lock_timeout_ms", 60000, minimum=100),
+        lock_timeout_ms=lock_timeout,
         node_lock_dir=_opt_str(ipam, "node_lock_dir", DEFAULT_NODE_LOCK_DIR) or DEFAULT_NODE_LOCK_DIR,
         log_file=_opt_str(ipam, "log_file"),
         log_level=log_level,
@@ -464,6 +473,7 @@ def requested_ips(netconf: dict[str, Any], cni_args: dict[str, str]) -> tuple[st
         for i, value in enumerate(values):
             if not isinstance(value, str):
                 raise _bad(f"{name}[{i}]", value, "must be an IP address or CIDR string")
+            _refuse_zone(f"{name}[{i}]", value)
             text = value.strip().split("/", 1)[0]
             try:
                 ips.append(ipaddress.ip_address(text))

@@ -14,6 +14,7 @@ import json
 import os
 
 from whereabouts.errors import InvalidConfig, TryAgainLater
+from whereabouts.files import FileRefused, read_regular_file
 from whereabouts.record import Record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the hot path (~3 ms)
@@ -48,10 +49,14 @@ class Connection(Record):
         """The token, re-read from `tokenFile` so that a rotated token is picked up."""
         if self.token_file:
             try:
-                with open(self.token_file, encoding="utf-8") as f:
-                    return f.read().strip()
+                return read_regular_file(self.token_file).decode("utf-8").strip()
+            except FileRefused as e:
+                raise InvalidConfig(f"the kubeconfig tokenFile cannot be used: {e}") from None
             except OSError as e:
-                raise TryAgainLater(f"cannot read the kubeconfig tokenFile {self.token_file}: {e.strerror}") from None
+                raise TryAgainLater(f"cannot read the kubeconfig tokenFile {self.token_file}: "
+                                    f"{e.strerror}") from None
+            except UnicodeDecodeError:
+                raise InvalidConfig(f"the kubeconfig tokenFile {self.token_file} is not UTF-8 text") from None
         return self.token
 
 
@@ -80,16 +85,28 @@ def _named(data: dict[str, Any], section: str, name: str, path: str) -> dict[str
 
 
 def _decode_data(value: Any, what: str, path: str) -> bytes:
+    """A `-data` field; one that decodes to nothing is an error, never a fallback to a default."""
     try:
-        return base64.b64decode(value, validate=False)
+        data = base64.b64decode(value, validate=False)
     except (ValueError, TypeError):
         raise InvalidConfig(f"kubeconfig {path}: {what} is not valid base64") from None
+    if not data.strip():
+        raise InvalidConfig(f"kubeconfig {path}: {what} is empty once decoded")
+    return data
+
+
+def _bool(value: Any, what: str, path: str) -> bool:
+    """A kubeconfig boolean: true/false only, as kubectl reads it (the string "false" is no false)."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidConfig(f"kubeconfig {path}: {what} must be true or false, not {json.dumps(value)[:40]}")
+    return value
 
 
 def load(path: str) -> Connection:
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = read_regular_file(path).decode("utf-8")
     except FileNotFoundError:
         raise TryAgainLater(
             f"kubeconfig {path} does not exist (is the whereabouts DaemonSet running on this node?)"
@@ -118,6 +135,10 @@ def load(path: str) -> Connection:
     if not isinstance(server, str) or not server.startswith(("https://", "http://")):
         raise InvalidConfig(f"kubeconfig {path}: cluster server {server!r} is not an http(s) URL")
     ca_data = cluster.get("certificate-authority-data")
+    insecure = _bool(cluster.get("insecure-skip-tls-verify"), "insecure-skip-tls-verify", path)
+    if insecure and (ca_data or cluster.get("certificate-authority")):
+        raise InvalidConfig(f"kubeconfig {path}: a certificate authority and insecure-skip-tls-verify together "
+                            "are contradictory; remove one")
     return Connection(
         server=server.rstrip("/"),
         namespace=str(namespace),
@@ -131,7 +152,7 @@ def load(path: str) -> Connection:
         if user.get("client-certificate-data")
         else b"",
         key_data=_decode_data(user["client-key-data"], "client-key-data", path) if user.get("client-key-data") else b"",
-        insecure=bool(cluster.get("insecure-skip-tls-verify")),
+        insecure=insecure,
         tls_server_name=str(cluster.get("tls-server-name") or ""),
     )
 

@@ -2,8 +2,9 @@
 
 Written with `json` rather than structlog: importing structlog costs some 70-85 ms,
 paid on every pod attach with a `log_file`, which is most of an ADD; `json` is
-loaded anyway. The file is opened append-only, created 0600,
-and never through a symlink (O_NOFOLLOW), so a planted link cannot redirect it.
+loaded anyway. The file is opened append-only, created 0600, never through a
+symlink (O_NOFOLLOW), so a planted link cannot redirect it, and only if it is a
+regular file (a FIFO would block the attach).
 Callers pass plain fields; no token, key or certificate is ever handed to a log.
 """
 
@@ -13,6 +14,8 @@ import json
 import os
 import sys
 import time
+
+from whereabouts.files import open_append
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the hot path (~3 ms)
 if TYPE_CHECKING:
@@ -43,8 +46,7 @@ class FileLog(Log):
     not fail a pod's attach."""
 
     def __init__(self, path: str, level: str) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        self._file = os.fdopen(fd, "a", buffering=1, encoding="utf-8")
+        self._file = os.fdopen(open_append(path), "a", buffering=1, encoding="utf-8")
         self._min = LEVELS.get(level, 20)
         self._bound: dict[str, Any] = {}
 
