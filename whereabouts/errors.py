@@ -46,6 +46,14 @@ class TryAgainLater(CNIError):
     code = 11
 
 
+class OutcomeUnknown(TryAgainLater):
+    """A write was sent but its answer was lost (timeout, reset, closed connection).
+
+    It may or may not have been applied: the caller must read the object again before
+    deciding anything, and must never simply send the same write again.
+    """
+
+
 class NotAvailable(CNIError):
     """STATUS: an ADD could not be served now."""
 

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 
-MAX_LINE = 65536  # status and header lines; a watch event line may be longer (see Connection.readline)
+MAX_LINE = 65536  # status and header lines
 MAX_HEADERS = 200
+MAX_INFORMATIONAL = 8  # 1xx answers skipped before the real one
+# The largest body we accept: a list of IPPools of a wide block-layout range stays far below it,
+# and a hostile or broken server cannot make one invocation hold more than this in memory.
+MAX_BODY = 64 << 20
 
 
 class ProtocolError(OSError):
@@ -22,6 +27,10 @@ class ProtocolError(OSError):
 
 class Disconnected(ConnectionResetError):
     """The server closed the connection before it answered (e.g. an idle kept-alive one)."""
+
+
+class DeadlineExceeded(TimeoutError):
+    """The answer did not arrive in full before the connection's deadline."""
 
 
 class Response:
@@ -46,27 +55,47 @@ class Connection:
     """One connection: request, then read that request's response, then the next request."""
 
     def __init__(self, host: str, port: int | None, *, context: ssl.SSLContext | None, sni: str,
-                 timeout: float) -> None:
+                 deadline: float) -> None:
         default = 443 if context is not None else 80
         self.host, self.port = host, port or default
         name = f"[{host}]" if ":" in host else host
         self._host_header = name if self.port == default else f"{name}:{self.port}"
         self.sock: socket.socket | ssl.SSLSocket | None = None
-        raw = socket.create_connection((host, self.port), timeout)
+        self.deadline = deadline  # monotonic: no connect, send or read of this connection goes past it
+        raw = socket.create_connection((host, self.port), self._left())
         try:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            raw.settimeout(self._left())  # the TLS handshake too
             self.sock = context.wrap_socket(raw, server_hostname=sni or host) if context is not None else raw
         except BaseException:
             raw.close()
             raise
-        self._buf = b""
+        self._buf = bytearray()  # deleting from the front of a bytearray is cheap; `bytes +=` is quadratic
         self._chunk_left = 0  # bytes left in the current chunk of a chunked body
+        self._body_left = MAX_BODY  # body bytes the current response may still bring
         self._resp: Response | None = None
         self._body_done = True
 
-    def settimeout(self, timeout: float) -> None:
-        if self.sock is not None:
-            self.sock.settimeout(timeout)
+    def _left(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded("the deadline passed while talking to the server")
+        return left
+
+    def stale(self) -> bool:
+        """Whether an idle kept-alive connection was closed (or sent something unasked) by the server.
+
+        Checked before a request that must not be sent twice, so that it goes out on a connection
+        that is known to be alive rather than being lost to a close the server made long before.
+        """
+        import select
+
+        if self.sock is None:
+            return True
+        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            return True
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        return bool(readable)
 
     def close(self) -> None:
         if self.sock is not None:
@@ -86,34 +115,47 @@ class Connection:
             head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         except UnicodeEncodeError:
             raise ProtocolError("a request header or path is not Latin-1 text") from None
+        self.sock.settimeout(self._left())
         self.sock.sendall(head + (body or b""))
 
     # --- receiving -----------------------------------------------------------------
 
     def _fill(self) -> bool:
-        """Read more from the socket into the buffer; False at the end of the stream."""
+        """Read more from the socket into the buffer, waiting no longer than the deadline;
+        False at the end of the stream."""
         assert self.sock is not None
-        data = self.sock.recv(65536)
+        self.sock.settimeout(self._left())
+        try:
+            data = self.sock.recv(65536)
+        except TimeoutError:
+            raise DeadlineExceeded("the server did not answer in full before the deadline") from None
         if not data:
             return False
         self._buf += data
         return True
 
+    def _budget(self, n: int) -> None:
+        """Count `n` more body bytes against MAX_BODY."""
+        self._body_left -= n
+        if self._body_left < 0:
+            raise ProtocolError(f"the response body is larger than {MAX_BODY} bytes")
+
     def _line(self, limit: int = MAX_LINE) -> bytes:
         """One CRLF- (or LF-) terminated line of the head or of the chunk framing, without its end."""
         while True:
             end = self._buf.find(b"\n")
-            if end >= 0:
-                line, self._buf = self._buf[:end], self._buf[end + 1:]
+            if 0 <= end <= limit:
+                line = bytes(self._buf[:end])
+                del self._buf[:end + 1]
                 return line.rstrip(b"\r")
-            if len(self._buf) > limit:
+            if end > limit or len(self._buf) > limit:
                 raise ProtocolError("line too long")
             if not self._fill():
                 raise Disconnected("connection closed")
 
     def response(self) -> Response:
-        """Read a status line and headers (skipping 1xx answers); the body is read afterwards."""
-        while True:
+        """Read a status line and headers (skipping a few 1xx answers); the body is read afterwards."""
+        for _ in range(MAX_INFORMATIONAL + 1):
             try:
                 status_line = self._line()
             except Disconnected:
@@ -138,16 +180,21 @@ class Connection:
             resp = Response(status, headers)
             if status in (204, 304):
                 resp.length, resp.chunked = 0, False
-            self._resp, self._body_done, self._chunk_left = resp, False, 0
+            self._resp, self._body_done, self._chunk_left, self._body_left = resp, False, 0, MAX_BODY
             return resp
+        raise ProtocolError(f"more than {MAX_INFORMATIONAL} informational (1xx) answers")
 
     def _next_chunk(self) -> bool:
         """Step to the next chunk of a chunked body; False after the last one (and its trailer)."""
         size_line = self._line()
+        size_text = size_line.split(b";", 1)[0].strip()
         try:
-            size = int(size_line.split(b";", 1)[0].strip(), 16)
+            if len(size_text) > 16:
+                raise ValueError
+            size = int(size_text, 16)
         except ValueError:
             raise ProtocolError(f"bad chunk size {size_line[:40]!r}") from None
+        self._budget(size)
         if size == 0:
             while self._line():  # trailer fields, then the empty line
                 pass
@@ -159,7 +206,8 @@ class Connection:
         while len(self._buf) < n:
             if not self._fill():
                 raise Disconnected("connection closed in the middle of a response body")
-        data, self._buf = self._buf[:n], self._buf[n:]
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
         return data
 
     def _end_of_chunk(self) -> None:
@@ -181,11 +229,15 @@ class Connection:
                 self._end_of_chunk()
             data = b"".join(parts)
         elif resp.length is not None:
+            self._budget(resp.length)
             data = self._take(resp.length)
         else:
+            had = len(self._buf)
             while self._fill():
-                pass
-            data, self._buf = self._buf, b""
+                self._budget(len(self._buf) - had)
+                had = len(self._buf)
+            data = bytes(self._buf)
+            self._buf.clear()
         self._finish(resp)
         return data
 
@@ -194,7 +246,7 @@ class Connection:
         Lines may span chunks; the chunk framing is taken out."""
         resp = self._resp
         assert resp is not None and resp.chunked
-        out = b""
+        out = bytearray()
         while not self._body_done:
             if self._chunk_left == 0:
                 if not self._next_chunk():
@@ -203,17 +255,16 @@ class Connection:
             while len(self._buf) < 1:
                 if not self._fill():
                     raise Disconnected("connection closed in the middle of a response body")
-            piece = self._buf[: self._chunk_left]
-            end = piece.find(b"\n")
-            take = end + 1 if end >= 0 else len(piece)
+            end = self._buf.find(b"\n", 0, self._chunk_left)
+            take = end + 1 if end >= 0 else min(len(self._buf), self._chunk_left)
             out += self._buf[:take]
-            self._buf = self._buf[take:]
+            del self._buf[:take]
             self._chunk_left -= take
             if self._chunk_left == 0:
                 self._end_of_chunk()
             if end >= 0:
-                return out
-        return out
+                return bytes(out)
+        return bytes(out)
 
     def _finish(self, resp: Response) -> None:
         self._body_done, self._resp = True, None

@@ -17,7 +17,9 @@ from contextlib import contextmanager
 
 from whereabouts.allocator import check_requested, find_owned, lowest_free
 from whereabouts.blocks import BLOCK_OF_LABEL, Block, Layout
-from whereabouts.errors import AddressUnavailable, CNIError, NotAllocated, RangeExhausted, TryAgainLater
+from whereabouts.errors import (AddressUnavailable, CNIError, NotAllocated, OutcomeUnknown, RangeExhausted,
+                                TryAgainLater)
+from whereabouts.kubeapi import dig
 from whereabouts.lock import LeaseLock, NodeLock
 from whereabouts.pool import (Allocation, Pool, decode_pool, lease_name, remove_allocation, reservation_name,
                               set_allocation)
@@ -135,7 +137,7 @@ class IPAM:
         by_name = {blk.name: blk for blk in layout.blocks()}
         found = []
         for obj in self.store.list_pools(f"{BLOCK_OF_LABEL}={layout.label}"):
-            blk = by_name.get(obj.get("metadata", {}).get("name"))
+            blk = by_name.get(dig(obj, "metadata", "name"))
             if blk is not None:
                 found.append((blk, decode_pool(obj, blk.view.cidr)))
         return found
@@ -182,15 +184,19 @@ class IPAM:
     def _add_in_block(self, blk: Block, owner: Allocation, want: Address | None) -> Assigned:
         """Allocate in one block under its locks, retrying lost writes until the deadline.
 
-        Reservations this call created are kept across retries, so a retry that picks the same
-        address again goes straight from the pool read to the pool write. When the call ends, every
-        reservation it created for an address it did not get is deleted again; only the one of a
-        write with an unknown outcome stays, on the safe side.
+        Every round starts from a fresh read of the pool, so a write whose answer was lost is
+        judged by what is stored: if it was applied, the read shows this owner's entry and the
+        round returns it. Reservations this call created are kept across rounds, so a retry that
+        picks the same address goes straight from the pool read to the pool write. When the call
+        ends, it deletes the reservations it created for addresses it does not hold, except those
+        of writes whose outcome was ever unknown: such a write may still be applied, and the
+        reservation is what keeps an overlapping range from handing out its address meanwhile.
         """
         view = blk.view
         blocked: set[int] = set()
         created: set[int] = set()  # offsets whose reservation this call created
-        unknown: int | None = None  # offset of a write whose outcome is unknown
+        doubtful: dict[int, str] = {}  # offset -> resourceVersion of a write whose answer was lost
+        held: int | None = None
         try:
             with self.locked(blk):
                 conflicts = 0
@@ -198,12 +204,17 @@ class IPAM:
                     pool = self._read(blk, create=True)
                     assert pool is not None
                     existing = find_owned(pool.allocations, owner.podref, owner.ifname, owner.container_id)
+                    for o, rv in list(doubtful.items()):
+                        if o != existing and rv != pool.resource_version:
+                            del doubtful[o]  # the pool moved on without it: that write can never apply
                     if want is None and existing is not None:
-                        return self._keep(pool, blk, existing, owner)
+                        held = existing
+                        return self._keep(pool, blk, existing, owner, new=existing in created.union(doubtful))
                     if want is not None:
                         offset = check_requested(view, want, self._holder(pool, view.offset(want)), owner)
                         if existing == offset:
-                            return self._keep(pool, blk, existing, owner)
+                            held = existing
+                            return self._keep(pool, blk, existing, owner, new=existing in created.union(doubtful))
                     else:
                         offset = lowest_free(view, pool.taken, blocked)
                     if self.config.overlapping_ranges and offset not in created:
@@ -221,13 +232,16 @@ class IPAM:
                     if self.config.sleep_for_race:
                         time.sleep(self.config.sleep_for_race)
                     set_allocation(pool, offset, owner)
+                    read_at = pool.resource_version
                     try:
                         written = self.store.write_pool(pool)
-                    except TryAgainLater:
-                        unknown = offset  # it may have been applied after all
-                        raise
+                    except OutcomeUnknown as e:
+                        doubtful[offset] = read_at
+                        self.log.debug("pool write outcome unknown", pool=blk.name, ip=str(view.address(offset)),
+                                       error=e.msg)
+                        written = False
                     if written:
-                        created.discard(offset)
+                        held = offset
                         if existing is not None and self.config.overlapping_ranges:
                             self.store.delete_reservation(self.reservation_name(view.address(existing)), owner)
                         self.log.debug("allocated", pool=blk.name, ip=str(view.address(offset)),
@@ -236,7 +250,7 @@ class IPAM:
                     conflicts += 1
                     self._backoff(conflicts, blk.name)
         finally:
-            for offset in created - {unknown}:
+            for offset in created - doubtful.keys() - {held}:
                 self._forget_reservation(view.address(offset), owner)
 
     def _forget_reservation(self, ip: Address, owner: Allocation) -> None:
@@ -253,8 +267,11 @@ class IPAM:
             return Allocation("", "an undecodable pool entry", "")
         return None
 
-    def _keep(self, pool: Pool, blk: Block, offset: int, owner: Allocation) -> Assigned:
-        """Idempotent ADD: return what this owner holds, pointing it at the current container."""
+    def _keep(self, pool: Pool, blk: Block, offset: int, owner: Allocation, new: bool) -> Assigned:
+        """Idempotent ADD: return what this owner holds, pointing it at the current container.
+
+        `new` says that this invocation wrote the entry (its answer was lost), so a rollback frees it.
+        """
         current = pool.allocations[offset]
         if current.container_id != owner.container_id:
             set_allocation(pool, offset, Allocation(owner.container_id, owner.podref, owner.ifname, current.extra))
@@ -265,7 +282,7 @@ class IPAM:
                 obj = self.store.get_reservation(name)
                 if obj is not None and reservation_belongs(obj, current):
                     self.store.update_reservation(obj, owner)
-        return Assigned(blk, offset, new=False)
+        return Assigned(blk, offset, new=new)
 
     def _roll_back(self, owner: Allocation, assigned: list[Assigned]) -> None:
         for a in reversed(assigned):
@@ -279,30 +296,36 @@ class IPAM:
     def _release(self, blk: Block, doomed: Callable[[int, Allocation], bool]) -> list[str]:
         """Remove every allocation of a block that `doomed` picks, then their reservations.
 
-        Reads once without the lock, so a block with nothing to free costs one GET.
+        Reads once without the lock, so a block with nothing to free costs one GET. A write whose
+        answer was lost is judged by the next read: an entry no longer stored was freed, by this
+        call or by another; its reservation goes either way.
         """
         pool = self._read(blk, create=False)
         if pool is None or not any(doomed(o, a) for o, a in pool.allocations.items()):
             return []
+        tried: dict[int, Allocation] = {}
         with self.locked(blk):
             conflicts = 0
             while True:
                 pool = self._read(blk, create=False)
-                if pool is None:
-                    return []
-                gone = {o: a for o, a in pool.allocations.items() if doomed(o, a)}
+                gone = {o: a for o, a in pool.allocations.items() if doomed(o, a)} if pool else {}
                 if not gone:
-                    return []
+                    break
+                tried.update(gone)
                 for o in gone:
                     remove_allocation(pool, o)
-                if self.store.write_pool(pool):
-                    break
+                try:
+                    if self.store.write_pool(pool):
+                        break
+                except OutcomeUnknown:
+                    pass  # the next read tells
                 conflicts += 1
                 self._backoff(conflicts, blk.name)
+        freed = {o: a for o, a in tried.items() if pool is None or pool.allocations.get(o) != a}
         if self.config.overlapping_ranges:
-            for o, alloc in gone.items():
+            for o, alloc in freed.items():
                 self.store.delete_reservation(self.reservation_name(blk.view.address(o)), alloc)
-        return [str(blk.view.address(o)) for o in gone]
+        return [str(blk.view.address(o)) for o in freed]
 
     def delete(self, owner: Allocation) -> list[str]:
         """Free this container's addresses in every range; errors are raised after trying all."""

@@ -15,8 +15,9 @@ import ssl
 import time
 import urllib.parse
 
-from whereabouts.errors import IOFailure, TryAgainLater
-from whereabouts.http1 import Connection as HTTPConnection, Disconnected
+from whereabouts.errors import InvalidConfig, IOFailure, OutcomeUnknown, TryAgainLater
+from whereabouts.files import FileRefused, read_regular_file
+from whereabouts.http1 import Connection as HTTPConnection
 from whereabouts.record import Record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the hot path (~3 ms)
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
     from whereabouts.kubeconfig import Connection
 
+# The longest one request may take, within the invocation's deadline. After one request timed out
+# the server is taken as unreachable for the rest of the invocation (see `KubeAPI.request`).
 REQUEST_TIMEOUT = 10.0
 
 
@@ -38,6 +41,15 @@ class Response(Record):
         return str(self.body.get("message") or self.body.get("reason") or "")
 
 
+def dig(obj: Any, *keys: str) -> Any:
+    """`obj[k1][k2]...`, or None where a level is missing or not an object (a malformed answer)."""
+    for key in keys:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
 def _pem_path(data: bytes, name: str) -> str:
     """A path for in-memory PEM data, so `-data` keys never touch the disk."""
     fd = os.memfd_create(name)
@@ -46,6 +58,8 @@ def _pem_path(data: bytes, name: str) -> str:
 
 
 def ssl_context(conn: Connection) -> ssl.SSLContext:
+    """TLS as the kubeconfig says. Its files are read as regular files of bounded size (see files.py)
+    and handed to `ssl` as data, so that a FIFO or a device named there cannot block or exhaust us."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
         if conn.insecure:
@@ -54,13 +68,16 @@ def ssl_context(conn: Connection) -> ssl.SSLContext:
         elif conn.ca_data:
             ctx.load_verify_locations(cadata=conn.ca_data)
         elif conn.ca_file:
-            ctx.load_verify_locations(cafile=conn.ca_file)
+            ctx.load_verify_locations(cadata=read_regular_file(conn.ca_file).decode("ascii", "replace"))
         else:
             ctx.load_default_certs()
-        cert = conn.cert_file or (_pem_path(conn.cert_data, "client-cert") if conn.cert_data else "")
-        key = conn.key_file or (_pem_path(conn.key_data, "client-key") if conn.key_data else "")
-        if cert:
-            ctx.load_cert_chain(cert, key or None)
+        cert_data = read_regular_file(conn.cert_file) if conn.cert_file else conn.cert_data
+        key_data = read_regular_file(conn.key_file) if conn.key_file else conn.key_data
+        if cert_data:
+            ctx.load_cert_chain(_pem_path(cert_data, "client-cert"),
+                                _pem_path(key_data, "client-key") if key_data else None)
+    except FileRefused as e:
+        raise InvalidConfig(f"the TLS material named in the kubeconfig cannot be used: {e}") from None
     except (OSError, ssl.SSLError) as e:
         raise IOFailure(f"cannot load the TLS material named in the kubeconfig: {e}") from None
     return ctx
@@ -84,65 +101,96 @@ class KubeAPI:
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
         self._http: HTTPConnection | None = None
+        self._unreachable = ""  # why the server is taken as unreachable, once a request timed out
         self.requests = 0
 
-    def _timeout(self) -> float:
+    def _until(self, timeout: float = REQUEST_TIMEOUT) -> float:
+        """When the next request must be answered by (monotonic): within `timeout` and the deadline."""
+        if self._unreachable:
+            raise TryAgainLater(self._unreachable)
+        now = time.monotonic()
         if self.deadline is None:
-            return REQUEST_TIMEOUT
-        left = self.deadline - time.monotonic()
-        if left <= 0:
+            return now + timeout
+        if self.deadline <= now:
             raise TryAgainLater(f"deadline passed before the request to {self.conn.server} could be made")
-        return min(REQUEST_TIMEOUT, left)
+        return min(now + timeout, self.deadline)
 
-    def _connect(self, timeout: float) -> HTTPConnection:
+    def _connect(self, until: float) -> HTTPConnection:
         """A new connection; the server is checked against `tls-server-name` when the kubeconfig sets one."""
         return HTTPConnection(self._host, self._port, context=self._ssl if self._https else None,
-                              sni=self.conn.tls_server_name, timeout=timeout)
+                              sni=self.conn.tls_server_name, deadline=until)
 
-    def request(self, method: str, path: str, body: Any = None) -> Response:
-        """One call. Returns any 2xx/404/409 response; raises on everything else."""
+    def request(self, method: str, path: str, body: Any = None, timeout: float = REQUEST_TIMEOUT) -> Response:
+        """One call. Returns any 2xx/404/409 response; raises a CNI error on everything else.
+
+        Only a GET is ever sent twice (once more on a new connection when a kept-alive one turns
+        out closed). A write goes out on a connection checked to be alive, and when its answer is
+        lost it raises OutcomeUnknown: the caller reads the object again instead of resending.
+        A request that times out marks the server unreachable, so that the requests that would
+        follow in this invocation fail at once instead of each waiting out its own timeout.
+        """
         payload = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
         headers = dict(self._headers)
         if payload is not None:
             headers["Content-Type"] = "application/json"
+        what = f"{method} {path}"
         for attempt in (1, 2):
-            timeout = self._timeout()
-            reused = self._http is not None and self._http.sock is not None
+            until = self._until(timeout)
+            began, sent = time.monotonic(), False
             try:
+                reused = self._http is not None and self._http.sock is not None
+                if reused and method != "GET" and self._http.stale():
+                    self.close()
+                    reused = False
                 if reused:
-                    self._http.settimeout(timeout)
+                    self._http.deadline = until
                 else:
-                    self._http = self._connect(timeout)
+                    self._http = self._connect(until)
                 self.requests += 1
+                sent = True
                 self._http.request(method, self._prefix + path, payload, headers)
                 resp = self._http.response()
                 data = self._http.read()
             except ssl.SSLCertVerificationError as e:
                 self.close()
                 raise IOFailure(f"TLS verification of {self.conn.server} failed: {e.verify_message}") from None
-            except (Disconnected, BrokenPipeError, ConnectionResetError) as e:
-                # A kept-alive connection the server closed: retry once on a new one.
+            except TimeoutError:
                 self.close()
-                if reused and attempt == 1:
-                    continue
-                raise TryAgainLater(f"API server {self.conn.server} closed the connection: {e}") from None
+                why = f"API server {self.conn.server} did not answer {what} within {time.monotonic() - began:.1f}s"
+                if timeout >= REQUEST_TIMEOUT:  # not a short best-effort call: the server is taken as hung
+                    self._unreachable = why
+                if sent and method != "GET":
+                    raise OutcomeUnknown(f"{why}; the write may or may not have been applied") from None
+                raise TryAgainLater(why) from None
             except OSError as e:
                 self.close()
-                raise TryAgainLater(f"cannot reach the API server {self.conn.server}: {e}") from None
+                if not sent:
+                    raise TryAgainLater(f"cannot reach the API server {self.conn.server}: {e}") from None
+                if method == "GET":
+                    if reused and attempt == 1:
+                        continue  # a kept-alive connection the server had closed
+                    raise TryAgainLater(f"API server {self.conn.server} failed to answer {what}: {e}") from None
+                raise OutcomeUnknown(f"the answer to {what} from {self.conn.server} was lost ({e}); "
+                                     "the write may or may not have been applied") from None
             return self._check(method, path, resp.status, data)
         raise AssertionError("unreachable")
 
     def _check(self, method: str, path: str, status: int, data: bytes) -> Response:
+        what = f"{method} {path}"
         try:
             body = json.loads(data) if data else {}
-        except ValueError:
-            body = {"message": data[:200].decode("utf-8", "replace")}
+        except (ValueError, RecursionError):
+            body = None
+        if 200 <= status < 300 and not isinstance(body, dict):
+            why = f"API server answered {what} with {status} and a body that is not a JSON object"
+            if method == "GET":
+                raise IOFailure(why)
+            raise OutcomeUnknown(f"{why}; the write may or may not have been applied")
         if not isinstance(body, dict):
-            body = {}
+            body = {"message": data[:200].decode("utf-8", "replace")}
         resp = Response(status, body)
         if 200 <= status < 300 or status in (404, 409):
             return resp
-        what = f"{method} {path}"
         if status == 429 or status >= 500:
             raise TryAgainLater(f"API server busy or failing ({status}) on {what}: {resp.reason}")
         if status == 401:
@@ -153,7 +201,7 @@ class KubeAPI:
 
     def watch(self, path: str, timeout: float) -> Watch:
         """A watch on a connection of its own, for at most `timeout` seconds."""
-        return Watch(self, path, min(timeout, self._timeout()))
+        return Watch(self, path, min(time.monotonic() + timeout, self._until()))
 
     def sibling(self) -> KubeAPI:
         """The same server and credentials on a connection of its own, for another thread."""
@@ -172,25 +220,32 @@ class KubeAPI:
     def custom_path(self, plural: str, name: str = "") -> str:
         from whereabouts.pool import GROUP, VERSION
 
-        base = f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/{plural}"
-        return f"{base}/{name}" if name else base
+        return self._path(f"/apis/{GROUP}/{VERSION}", plural, name)
 
     def lease_path(self, name: str = "") -> str:
-        base = f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases"
-        return f"{base}/{name}" if name else base
+        return self._path("/apis/coordination.k8s.io/v1", "leases", name)
+
+    def _path(self, api: str, plural: str, name: str) -> str:
+        """A resource path with namespace and name percent-encoded: neither can break the request line."""
+        base = f"{api}/namespaces/{_quote(self.namespace)}/{plural}"
+        return f"{base}/{_quote(name)}" if name else base
+
+
+def _quote(segment: str) -> str:
+    return urllib.parse.quote(segment, safe="")
 
 
 class Watch:
     """The event stream of one watch request; each read waits only as long as the caller says."""
 
-    def __init__(self, api: KubeAPI, path: str, timeout: float) -> None:
+    def __init__(self, api: KubeAPI, path: str, until: float) -> None:
         self._conn: HTTPConnection | None = None
         try:
-            conn = api._connect(timeout)
+            conn = api._connect(until)
             self._conn = conn
             sep = "&" if "?" in path else "?"
-            conn.request("GET", f"{api._prefix}{path}{sep}watch=1&timeoutSeconds={max(1, int(timeout) + 1)}",
-                         None, api._headers)
+            seconds = max(1, int(until - time.monotonic()) + 1)
+            conn.request("GET", f"{api._prefix}{path}{sep}watch=1&timeoutSeconds={seconds}", None, api._headers)
             resp = conn.response()
             if resp.status != 200 or not resp.chunked:
                 self.close()
@@ -206,10 +261,10 @@ class Watch:
         if self._conn is None or self._conn.sock is None or left <= 0:
             return None
         try:
-            self._conn.settimeout(left)
+            self._conn.deadline = until
             line = self._conn.readline()
             event = json.loads(line) if line else None
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             event = None
         if not isinstance(event, dict):
             self.close()

@@ -3,7 +3,10 @@
 The file lock makes the invocations of one node queue locally (a blocking flock
 hands over at once), so at most one process per node and pool talks to the Lease.
 The Lease follows client-go's leader-election rules: take it when it is free, ours,
-or when its record has not changed for its duration since we first observed it.
+or when its record has not changed for its duration since we first observed it. A
+waiter also trusts the record itself: a Lease whose `renewTime` plus duration (and a
+margin for clock skew between nodes) lies in the past is expired, so a dead holder's
+Lease can be taken even when its duration is longer than any one waiter lives.
 A waiter watches the Lease instead of polling, so it wakes as soon as it is freed.
 The holder renews it every retry period, as client-go does, so a slow critical
 section is not taken over by a waiter (ours, or the Go plugin's on the shared Lease).
@@ -25,7 +28,8 @@ import os
 import time
 import urllib.parse
 
-from whereabouts.errors import TryAgainLater
+from whereabouts.errors import IOFailure, OutcomeUnknown, TryAgainLater
+from whereabouts.kubeapi import dig
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the hot path (~3 ms)
 if TYPE_CHECKING:
@@ -34,12 +38,30 @@ if TYPE_CHECKING:
     from whereabouts.kubeapi import KubeAPI, Watch
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "whereabouts"}
+# A release only spares the next holder the Lease's expiry: it must not keep a finished
+# invocation waiting on a slow server for longer than that.
+RELEASE_TIMEOUT_S = 1.0
+# How far the clocks of two nodes may disagree when a waiter judges a Lease by its renewTime.
+CLOCK_SKEW_S = 2.0
 
 
 def micro_time(ts: float | None = None) -> str:
     """A Kubernetes MicroTime (RFC 3339 in UTC with microseconds)."""
     ts = time.time() if ts is None else ts
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1_000_000):06d}Z"
+
+
+def parse_micro_time(text: Any) -> float | None:
+    """Seconds since the epoch of an RFC 3339 time, or None when it is not one."""
+    if not isinstance(text, str):
+        return None
+    import datetime  # only waiters on a held Lease get here
+
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when.timestamp() if when.tzinfo is not None else None
 
 
 class _Timeout(Exception):
@@ -139,36 +161,54 @@ class LeaseLock:
         start = time.monotonic()
         lease = self._get_or_create()
         observed_rv, observed_at = None, start
-        events = None
+        events, holder = None, ""
         try:
             while lease is not None:
-                spec = lease.get("spec") or {}
-                rv = lease.get("metadata", {}).get("resourceVersion")
+                spec = dig(lease, "spec") or {}
+                rv = dig(lease, "metadata", "resourceVersion")
+                if not isinstance(spec, dict):
+                    raise IOFailure(f"Lease {self.api.namespace}/{self.name}: the API server answered with a "
+                                    "malformed object")
                 holder = spec.get("holderIdentity") or ""
                 if rv != observed_rv:
                     observed_rv, observed_at = rv, time.monotonic()
-                expires = observed_at + float(spec.get("leaseDurationSeconds") or self.duration_s)
+                expires = self._expiry(spec, observed_at)
                 if not holder or holder == self.identity or time.monotonic() >= expires:
                     if self._take(lease, spec, holder):
                         break
                     lease = None  # lost the race: the watch brings the winner's version
                 elif time.monotonic() >= self.deadline:
-                    raise TryAgainLater(
-                        f"Lease {self.api.namespace}/{self.name} held by {holder!r}: not obtained within "
-                        f"{time.monotonic() - start:.1f}s"
-                    )
+                    break
                 if events is None:
                     events = self._watch(rv)
                 lease = self._next_version(events, min(expires, self.deadline))
+                if lease is None and time.monotonic() >= self.deadline:
+                    break
                 if lease is None:  # deleted, broken, or the holder's time is up: read afresh
                     events.close()
                     lease, events = self._get_or_create(), None
         finally:
             if events is not None:
                 events.close()
+        if self.held is None:
+            raise TryAgainLater(f"Lease {self.api.namespace}/{self.name} held by {holder!r}: not obtained within "
+                                f"{time.monotonic() - start:.1f}s")
         self.waited = time.monotonic() - start
         self._stop.acquire()
         _thread.start_new_thread(self._renew, (self.api.sibling(),))
+
+    def _expiry(self, spec: dict[str, Any], observed_at: float) -> float:
+        """When (monotonic) the holder's time is up: its duration after we first saw this version,
+        or after the record's own renewTime (plus CLOCK_SKEW_S), whichever comes first."""
+        try:
+            duration = float(spec.get("leaseDurationSeconds") or self.duration_s)
+        except (TypeError, ValueError):
+            duration = float(self.duration_s)
+        expires = observed_at + duration
+        renewed = parse_micro_time(spec.get("renewTime"))
+        if renewed is not None:
+            expires = min(expires, time.monotonic() + renewed + duration + CLOCK_SKEW_S - time.time())
+        return expires
 
     def _renew(self, api: KubeAPI) -> None:
         """Renew the held Lease every retry period until released (runs on its own thread and
@@ -179,7 +219,7 @@ class LeaseLock:
                 with self._guard:
                     if self.held is None:
                         return
-                    spec = {**(self.held.get("spec") or {}), "renewTime": micro_time()}
+                    spec = {**(dig(self.held, "spec") or {}), "renewTime": micro_time()}
                     resp = api.request("PUT", api.lease_path(self.name), {**self.held, "spec": spec})
                     if resp.status != 200:
                         return
@@ -198,6 +238,9 @@ class LeaseLock:
             self.attempts += 1
             resp = self.api.request("GET", self.api.lease_path(self.name))
             if resp.status == 200:
+                if dig(resp.body, "spec", "holderIdentity") == self.identity:
+                    self.held = resp.body  # a create of ours whose answer was lost
+                    return None
                 return resp.body
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
@@ -205,16 +248,27 @@ class LeaseLock:
                 "metadata": {"name": self.name, "namespace": self.api.namespace, "labels": MANAGED_BY},
                 "spec": self._spec(0),
             }
-            created = self.api.request("POST", self.api.lease_path(), body)
+            try:
+                created = self.api.request("POST", self.api.lease_path(), body)
+            except OutcomeUnknown:
+                continue  # the next GET tells whether it is ours
             if created.status in (200, 201):
                 self.held = created.body
                 return None
 
     def _take(self, lease: dict[str, Any], spec: dict[str, Any], holder: str) -> bool:
-        transitions = int(spec.get("leaseTransitions") or 0) + (0 if holder == self.identity else 1)
+        previous = spec.get("leaseTransitions")
+        transitions = (previous if isinstance(previous, int) else 0) + (0 if holder == self.identity else 1)
         lease = {**lease, "spec": {**spec, **self._spec(transitions)}}
         self.attempts += 1
-        updated = self.api.request("PUT", self.api.lease_path(self.name), lease)
+        try:
+            updated = self.api.request("PUT", self.api.lease_path(self.name), lease)
+        except OutcomeUnknown:
+            current = self.api.request("GET", self.api.lease_path(self.name))
+            if current.status == 200 and dig(current.body, "spec", "holderIdentity") == self.identity:
+                self.held = current.body
+                return True
+            return False
         if updated.status == 200:
             self.held = updated.body
             return True
@@ -250,9 +304,9 @@ class LeaseLock:
             lease, self.held = self.held, None
         if lease is None:
             return
-        spec = lease.get("spec") or {}
+        spec = dig(lease, "spec") or {}
         lease["spec"] = {**spec, "holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": micro_time()}
         try:
-            self.api.request("PUT", self.api.lease_path(self.name), lease)
+            self.api.request("PUT", self.api.lease_path(self.name), lease, timeout=RELEASE_TIMEOUT_S)
         except Exception:  # noqa: BLE001 - a failed release only delays the next holder
             pass

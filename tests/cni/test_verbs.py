@@ -377,3 +377,44 @@ def test_block_layout_fills_the_whole_range(netconf, pools):
     gc = {**small, "cniVersion": "1.1.0", "cni.dev/valid-attachments": [{"containerID": "s", "ifname": "net1"}]}
     run(gc, "GC").ok()
     assert sum(len(pools.allocations(f"10.12.0.0-26-blk{i}")) for i in range(4)) == 1
+
+
+def _plant_lease(kube, namespace: str, duration_s: int, renewed_ago_s: float) -> None:
+    """The shared Lease as a holder left it when it was SIGKILLed `renewed_ago_s` seconds ago."""
+    from datetime import datetime, timedelta, timezone
+
+    from kubernetes import client
+
+    renewed = datetime.now(timezone.utc) - timedelta(seconds=renewed_ago_s)
+    client.CoordinationV1Api(kube).create_namespaced_lease(namespace, client.V1Lease(
+        metadata=client.V1ObjectMeta(name="whereabouts"),
+        spec=client.V1LeaseSpec(holder_identity="dead-node/4242/gone", lease_duration_seconds=duration_s,
+                                 acquire_time=renewed, renew_time=renewed, lease_transitions=3)))
+
+
+def test_a_dead_holders_long_lease_is_taken_by_its_renew_time(netconf, kube, namespace):
+    """A holder with leader_lease_duration 20 s died 25 s ago. Counting its duration from the
+    waiter's first look, no waiter with an 8 s deadline ever took it over; its renewTime says it
+    ran out already."""
+    _plant_lease(kube, namespace, duration_s=20, renewed_ago_s=25)
+    began = time.monotonic()
+    assert run(netconf({"lock_timeout_ms": 8000}), "ADD").ok().ips == ["10.10.0.1/24"]
+    assert time.monotonic() - began < 8
+
+
+def test_a_dead_holder_with_the_default_lease_is_taken_over(netconf, kube, namespace, tmp_path):
+    _plant_lease(kube, namespace, duration_s=2, renewed_ago_s=0)
+    began = time.monotonic()
+    assert run(netconf({"lock_timeout_ms": 10000}), "ADD").ok().ips == ["10.10.0.1/24"]
+    waited = time.monotonic() - began
+    assert 1 < waited < 8, waited
+    lock = [json.loads(line) for line in (tmp_path / "whereabouts.log").read_text().splitlines()
+            if '"event": "lock"' in line][0]
+    assert lock["lease_wait"] > 1, lock
+
+
+def test_a_live_holders_lease_is_not_taken_by_its_renew_time(netconf, kube, namespace):
+    """A renewTime in the future (a holder whose clock runs ahead, within the skew) is honoured."""
+    _plant_lease(kube, namespace, duration_s=30, renewed_ago_s=-1)
+    err = run(netconf({"lock_timeout_ms": 3000}), "ADD").error(11)
+    assert "dead-node/4242/gone" in err["msg"]

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import pytest
 
-from whereabouts.http1 import Connection, Disconnected, ProtocolError
+from whereabouts import http1
+from whereabouts.http1 import Connection, DeadlineExceeded, Disconnected, ProtocolError
 
 
 class Server:
@@ -54,8 +56,30 @@ class Server:
             if not self._close_after:
                 conn.recv(1)
 
-    def connect(self) -> Connection:
-        return Connection("127.0.0.1", self.port, context=None, sni="", timeout=5)
+    def connect(self, seconds: float = 5) -> Connection:
+        return Connection("127.0.0.1", self.port, context=None, sni="", deadline=time.monotonic() + seconds)
+
+
+class Streamer(Server):
+    """Reads one request, then sends what `produce` yields, pausing `pace` seconds between pieces,
+    until the client hangs up or `produce` ends."""
+
+    def __init__(self, produce, pace: float = 0.0) -> None:
+        self._produce, self._pace = produce, pace
+        super().__init__([])
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            self._read_request(conn, b"")
+            try:
+                for piece in self._produce():
+                    conn.sendall(piece)
+                    if self._pace:
+                        time.sleep(self._pace)
+                conn.recv(1)
+            except OSError:
+                pass
 
 
 def test_content_length_bodies_on_one_kept_alive_connection():
@@ -135,7 +159,7 @@ def test_a_silent_stream_times_out():
     conn = srv.connect()
     conn.request("GET", "/watch", None, {})
     conn.response()
-    conn.settimeout(0.2)
+    conn.deadline = time.monotonic() + 0.2
     with pytest.raises(TimeoutError):
         conn.readline()
 
@@ -177,7 +201,77 @@ def test_host_header_brackets_ipv6():
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
 
     threading.Thread(target=serve, daemon=True).start()
-    conn = Connection("::1", port, context=None, sni="", timeout=5)
+    conn = Connection("::1", port, context=None, sni="", deadline=time.monotonic() + 5)
     conn.request("GET", "/", None, {})
     assert conn.response().status == 200 and conn.read() == b""
     assert f"Host: [::1]:{port}\r\n".encode() in got[0]
+
+
+# --- bounds: a hostile or broken server cannot hold an invocation past its deadline, nor fill its memory
+
+
+def _each_byte(data: bytes):
+    return lambda: (data[i:i + 1] for i in range(len(data)))
+
+
+@pytest.mark.parametrize("produce", [
+    _each_byte(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"),  # a trickled status line and head
+    lambda: iter([b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"] + [b"x"] * 100),  # a trickled body
+    lambda: iter([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"] + [b"1\r\nx\r\n"] * 100),
+])
+def test_a_trickling_server_is_cut_off_at_the_deadline(produce):
+    srv = Streamer(produce, pace=0.05)
+    conn = srv.connect(seconds=0.5)
+    began = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        conn.request("GET", "/", None, {})
+        conn.response()
+        conn.read()
+    assert time.monotonic() - began < 1.5
+
+
+def test_endless_informational_answers_are_refused():
+    srv = Streamer(lambda: iter([b"HTTP/1.1 100 Continue\r\n\r\n"] * 1000))
+    conn = srv.connect()
+    conn.request("GET", "/", None, {})
+    with pytest.raises(ProtocolError, match="informational"):
+        conn.response()
+
+
+@pytest.mark.parametrize("head", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 10737418240\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffff\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"f" * 100 + b"\r\n",
+])
+def test_a_declared_size_beyond_the_cap_is_refused_before_reading(head):
+    srv = Streamer(lambda: iter([head]))
+    conn = srv.connect()
+    conn.request("GET", "/", None, {})
+    conn.response()
+    with pytest.raises(ProtocolError):
+        conn.read()
+
+
+@pytest.mark.parametrize("framing", ["chunked", "close"])
+def test_a_body_growing_past_the_cap_is_refused(framing, monkeypatch):
+    monkeypatch.setattr(http1, "MAX_BODY", 4096)
+    head = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" if framing == "chunked"
+            else b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+    piece = b"400\r\n" + b"x" * 1024 + b"\r\n" if framing == "chunked" else b"x" * 1024
+    srv = Streamer(lambda: iter([head] + [piece] * 100))
+    conn = srv.connect()
+    conn.request("GET", "/", None, {})
+    conn.response()
+    with pytest.raises(ProtocolError, match="larger than 4096"):
+        conn.read()
+
+
+def test_a_closed_idle_connection_is_seen_as_stale():
+    srv = Server([b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"])  # closes after its one answer
+    conn = srv.connect()
+    assert not conn.stale()
+    conn.request("GET", "/", None, {})
+    conn.response()
+    conn.read()
+    srv._thread.join(5)
+    assert conn.stale()
