@@ -8,6 +8,7 @@ the per-invocation path and `ipaddress` costs a fraction of the import time.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 
 from whereabouts.record import Record
@@ -55,12 +56,11 @@ class IPRange(Record):
         return self.first <= offset <= self.last
 
     def excluded_until(self, offset: int) -> int | None:
-        """The last offset of the exclusion containing `offset`, if any."""
-        for lo, hi in self.excluded:
-            if lo <= offset <= hi:
-                return hi
-            if lo > offset:
-                break
+        """The last offset of the exclusion containing `offset`, if any (a binary search: allocation
+        asks this for every address it passes, and a range may carry thousands of exclusions)."""
+        i = bisect.bisect_right(self.excluded, offset, key=_low) - 1
+        if i >= 0 and self.excluded[i][1] >= offset:
+            return self.excluded[i][1]
         return None
 
     def dynamic_capacity(self) -> int:
@@ -71,6 +71,10 @@ class IPRange(Record):
             if hi >= self.first and lo <= self.last
         )
         return self.size - blocked
+
+
+def _low(interval: tuple[int, int]) -> int:
+    return interval[0]
 
 
 def merge_intervals(intervals: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:

@@ -81,3 +81,29 @@ def test_match_requests():
         match_requests(ranges, [ipaddress.ip_address("10.9.0.1")], "args.cni.ips")
     with pytest.raises(InvalidConfig, match="both fall"):
         match_requests(ranges, [ip4, ipaddress.ip_address("10.0.0.6")], "args.cni.ips")
+
+
+class CountingIntervals(tuple):
+    """The exclusions of a range, counting how many intervals a search looks at."""
+
+    looked = 0
+
+    def __getitem__(self, i):
+        CountingIntervals.looked += 1
+        return super().__getitem__(i)
+
+    def __iter__(self):
+        for item in super().__iter__():
+            CountingIntervals.looked += 1
+            yield item
+
+
+def test_exclusions_are_searched_not_scanned():
+    """2,000 single-address exclusions interleaved with 2,000 allocations: a scan of the exclusions
+    for every address looked at ~4 million intervals; a binary search looks at some 50,000."""
+    rng = parse_range("range", "10.0.0.0/16", exclude=[f"10.0.{(2 * i + 1) // 256}.{(2 * i + 1) % 256}"
+                                                       for i in range(2000)])
+    counted = type(rng)(rng.network, rng.first, rng.last, CountingIntervals(rng.excluded), rng.gateway)
+    CountingIntervals.looked = 0
+    assert lowest_free(counted, {2 * i for i in range(1, 2001)}) == 4001
+    assert CountingIntervals.looked < 200_000, CountingIntervals.looked
