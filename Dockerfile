@@ -22,6 +22,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml setup.cfg README.md LICENSE ./
+COPY doc/pypi.md ./doc/pypi.md
 COPY whereabouts ./whereabouts
 RUN python -m pip install --no-cache-dir '.[build]'
 COPY hack/build.sh ./hack/build.sh

@@ -9,9 +9,12 @@ through `whereabouts.kubeclient`; the decisions are the pure functions of
 from __future__ import annotations
 
 import argparse
+import hashlib
 import ipaddress
 import json
+import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -22,9 +25,10 @@ from typing import Any
 
 from whereabouts import __version__
 from whereabouts.audit import audit
+from whereabouts.blocks import BLOCK_OF_LABEL, parent_pool_name
 from whereabouts.errors import CorruptPool
-from whereabouts.kubeclient import Kube, KubeError, connect
-from whereabouts.pool import Allocation, pool_name, reservation_name
+from whereabouts.kubeclient import DEFAULT_TIMEOUT, Kube, KubeError, connect
+from whereabouts.pool import Allocation, is_dns_subdomain, pool_name, reservation_name
 from whereabouts.ranges import Address
 from whereabouts.reconcile import (Entry, Plan, PoolView, Reservation, Snapshot, orphan_reservations, pairing, plan,
                                    snapshot, unchanged, view_pool)
@@ -32,9 +36,12 @@ from whereabouts.reconcile import (Entry, Plan, PoolView, Reservation, Snapshot,
 EXIT_OK, EXIT_FAILED = 0, 1
 DEFAULT_GRACE = 60.0
 DEFAULT_INTERVAL = 300.0
+MIN_INTERVAL = 1.0  # below this a --loop hammers the API server
+EXACT_BELOW = 10**12  # counts print exactly below this (any IPv4 range), in e-notation from it
+OUTPUTS = ("table", "wide", "json", "yaml")
 
-EPILOG = ("Exit status: 0 success; 1 the command failed, was refused, or `check` found a problem; "
-          "2 usage error. `whereabouts COMMAND --help` describes each command.")
+EPILOG = ("Exit status: 0 success; 1 the command failed, was refused, `check` found a problem, or the last sweep "
+          "of `reconcile --loop` failed; 2 usage error. `whereabouts COMMAND --help` describes each command.")
 
 
 class Refused(Exception):
@@ -51,11 +58,26 @@ def table(headers: list[str], rows: Iterable[Iterable[Any]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
 
 
-def emit(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:
+def count(n: int) -> str:
+    """A count for a table: exact below 10^12, else two significant digits (an IPv6 /64 has `1.8e19` free).
+
+    JSON and YAML keep the exact number.
+    """
+    return str(n) if n < EXACT_BELOW else f"{n:.2g}".replace("e+", "e")
+
+
+def emit(args: argparse.Namespace, data: Any, text: Callable[[bool], str]) -> None:
+    """`data` as JSON or YAML (one line, or one `---` document, per sweep of a loop), else `text(wide)`."""
+    stream = getattr(args, "loop", False)
     if args.output == "json":
-        print(json.dumps(data, indent=None if getattr(args, "loop", False) else 2), flush=True)
+        out = json.dumps(data, indent=None if stream else 2)
+    elif args.output == "yaml":
+        import yaml
+
+        out = yaml.safe_dump(data, sort_keys=False, explicit_start=stream).rstrip("\n")
     else:
-        print(text(), flush=True)
+        out = text(args.output == "wide")
+    print(out, flush=True)
 
 
 @dataclass
@@ -84,57 +106,94 @@ def _reservation_freed(res: Reservation, address: str, reason: str) -> Freed:
 # --- pools and show -------------------------------------------------------------------
 
 
+def range_name(view: PoolView) -> str:
+    """What `pools`, `show` and `release --pool` call the range of a pool: a block's is its parent pool's name."""
+    return parent_pool_name(view.name) if view.parent else view.name
+
+
+def _usage(name: str, cidr: str, capacity: int, views: Iterable[PoolView]) -> dict[str, Any]:
+    used = sum(1 for v in views for o in v.pool.taken if v.rng.in_span(o))
+    percent = round(100 * used / capacity, 1) if capacity else 100.0
+    return {"name": name, "range": cidr, "used": used, "free": capacity - used, "percent": percent}
+
+
 def cmd_pools(args: argparse.Namespace, kube: Kube) -> int:
+    """One row per configured range: a range split into blocks is summed over its blocks (listed with -o wide)."""
     snap = snapshot(kube.list_pools())
+    ranges: dict[tuple[str, str, bool], list[PoolView]] = {}
+    for view in snap.pools:
+        key = (range_name(view), str(view.parent or view.rng.network), view.parent is not None)
+        ranges.setdefault(key, []).append(view)
     data = []
-    for view in sorted(snap.pools, key=lambda v: v.name):
-        capacity = max(0, view.rng.size)
-        used = sum(1 for o in view.pool.taken if view.rng.in_span(o))
-        percent = round(100 * used / capacity, 1) if capacity else 100.0
-        data.append({"name": view.name, "range": view.rng.cidr, "used": used, "free": capacity - used,
-                     "percent": percent})
+    for (name, cidr, split), views in sorted(ranges.items()):
+        views.sort(key=lambda v: int(v.rng.network.network_address))
+        capacity = max(0, ipaddress.ip_network(cidr).num_addresses - 2)
+        blocks = [_usage(v.name, v.rng.cidr, max(0, v.rng.size), [v]) for v in views] if split else []
+        data.append({**_usage(name, cidr, capacity, views), "blocks": blocks})
     data += [{"name": b.name, "error": b.reason} for b in snap.broken]
 
-    def text() -> str:
+    def row(d: dict[str, Any], wide: bool, name: str, blocks: str) -> list[Any]:
+        return [name, d["range"], *([blocks] if wide else []), count(d["used"]), count(d["free"]), f"{d['percent']}%"]
+
+    def text(wide: bool) -> str:
         if not data:
             return f"No IPPools in namespace {kube.namespace}."
-        rows = [[d["name"], d["range"], d["used"], d["free"], f"{d['percent']}%"] if "error" not in d
-                else [d["name"], "?", "?", "?", f"undecodable: {d['error']}"] for d in data]
-        return table(["NAME", "RANGE", "USED", "FREE", "USE%"], rows)
+        rows = []
+        for d in data:
+            if "error" in d:
+                rows.append([d["name"], "?", *(["?"] if wide else []), "?", "?", f"undecodable: {d['error']}"])
+                continue
+            rows.append(row(d, wide, d["name"], str(len(d["blocks"]) or "")))
+            rows += [row(b, wide, f"  {b['name']}", "") for b in d["blocks"] if wide]
+        return table(["NAME", "RANGE", *(["BLOCKS"] if wide else []), "USED", "FREE", "USE%"], rows)
 
     emit(args, data, text)
     return EXIT_OK
 
 
-def _pool_arg(text: str) -> str:
-    """A pool name, or a CIDR turned into the name of its (unnamed) pool."""
-    if "/" not in text:
-        return text
-    try:
-        return pool_name(str(ipaddress.ip_network(text, strict=False)))
-    except ValueError:
-        raise Refused(f"{text!r} is neither a pool name nor a CIDR") from None
+def block_label(name: str) -> str:
+    """The `block-of` label of the blocks of the range whose single pool would be `name` (as `Layout.label`)."""
+    return hashlib.sha256(name.encode()).hexdigest()[:40]
 
 
 def cmd_show(args: argparse.Namespace, kube: Kube) -> int:
-    name = _pool_arg(args.pool)
+    """The allocations of one IPPool or, when no IPPool has that name, of every block of the range named so."""
+    name = args.pool
     obj = kube.get_pool(name)
-    if obj is None:
-        raise Refused(f"no IPPool {name} in namespace {kube.namespace} (`whereabouts pools` lists them)")
-    try:
-        view = view_pool(obj)
-    except CorruptPool as e:
-        raise Refused(f"IPPool {name} cannot be decoded: {e.msg}") from None
-    allocs: list[dict[str, Any]] = [{"address": str(view.address(o) or ""), "offset": o, "pod": a.podref, "container": a.container_id,
-               "interface": a.ifname} for o, a in sorted(view.pool.allocations.items())]
-    data = {"name": view.name, "range": view.rng.cidr, "allocations": allocs, "undecodable": view.pool.undecodable}
+    objs = [obj] if obj is not None else kube.list_pools(f"{BLOCK_OF_LABEL}={block_label(name)}")
+    if not objs:
+        raise Refused(f"no IPPool {name} in namespace {kube.namespace}, nor blocks of a range of that name "
+                      "(`whereabouts pools` lists them)")
+    views = []
+    for o in objs:
+        try:
+            views.append(view_pool(o))
+        except CorruptPool as e:
+            raise Refused(f"IPPool {o['metadata']['name']} cannot be decoded: {e.msg}") from None
+    views.sort(key=lambda v: int(v.rng.network.network_address))
+    split = obj is None
+    cidr = str(views[0].parent) if split and views[0].parent else views[0].rng.cidr
+    allocs: list[dict[str, Any]] = [
+        {"address": str(v.address(o) or ""), "pool": v.name, "offset": o, "pod": a.podref, "container": a.container_id,
+         "interface": a.ifname} for v in views for o, a in sorted(v.pool.allocations.items())]
+    undecodable = [{"pool": v.name, "key": k} for v in views for k in v.pool.undecodable]
+    data = {"name": name, "range": cidr, "blocks": [v.name for v in views] if split else [], "allocations": allocs,
+            "undecodable": undecodable}
+    where = f"the {len(views)} block(s) of range {name}" if split else f"IPPool {name}"
 
-    def text() -> str:
-        out = table(["ADDRESS", "POD", "CONTAINER", "INTERFACE"],
-                    [[a["address"] or f"(offset {a['offset']})", a["pod"], a["container"][:12], a["interface"]]
-                     for a in allocs]) if allocs else f"No allocations in IPPool {view.name} ({view.rng.cidr})."
-        if view.pool.undecodable:
-            keys = ", ".join(repr(k) for k in view.pool.undecodable)
+    def text(wide: bool) -> str:
+        if not allocs:
+            out = f"No allocations in {where} ({cidr})."
+        elif wide:
+            out = table(["ADDRESS", "POOL", "OFFSET", "POD", "CONTAINER", "INTERFACE"],
+                        [[a["address"], a["pool"], a["offset"], a["pod"], a["container"], a["interface"]]
+                         for a in allocs])
+        else:
+            out = table(["ADDRESS", "POD", "CONTAINER", "INTERFACE"],
+                        [[a["address"] or f"(offset {a['offset']})", a["pod"], a["container"][:12], a["interface"]]
+                         for a in allocs])
+        if undecodable:
+            keys = ", ".join(f"{u['key']!r}" + (f" in {u['pool']}" if split else "") for u in undecodable)
             out += f"\nUndecodable entries (see `whereabouts check`): {keys}"
         return out
 
@@ -153,7 +212,7 @@ def cmd_check(args: argparse.Namespace, kube: Kube) -> int:
     data = {"namespace": kube.namespace, "ok": not findings, "pools": len(snap.pools) + len(snap.broken),
             "reservations": len(snap.reservations), "findings": [f.as_dict() for f in findings]}
 
-    def text() -> str:
+    def text(wide: bool) -> str:  # nothing to widen: a finding is one line
         if not findings:
             return f"No problems found in {counts} of namespace {kube.namespace}."
         rows = [[f.kind, f.pool, f.address, f.detail] for f in findings]
@@ -177,13 +236,10 @@ def _asked(args: argparse.Namespace) -> str:
 
 
 def cmd_release(args: argparse.Namespace, kube: Kube) -> int:
-    try:
-        ip = ipaddress.ip_address(args.address)
-    except ValueError:
-        raise Refused(f"{args.address!r} is not an IP address") from None
+    ip = args.address
     snap = snapshot(kube.list_pools(), kube.list_reservations())
     views = {v.name: v for v in snap.pools
-             if args.pool in (None, v.name) and ip.version == v.rng.version and ip in v.rng.network}
+             if args.pool in (None, v.name, range_name(v)) and ip.version == v.rng.version and ip in v.rng.network}
     holders = [Entry(v.name, o, ip, v.pool.allocations[o], v.reservation_names(o))
                for v in views.values() if (o := v.rng.offset(ip)) in v.pool.allocations]
     if not holders:
@@ -231,16 +287,17 @@ def _release_reservation(args: argparse.Namespace, kube: Kube, ip: Address, snap
 
 def _emit_freed(args: argparse.Namespace, kube: Kube, freed: list[Freed], key: str, verb: str,
                 extra: dict[str, Any] | None = None, note: str = "") -> None:
-    """`freed` as a table and a summary (`verb`, e.g. "Would free"), or as JSON under `key`."""
+    """`freed` as a table and a summary (`verb`, e.g. "Would free"), or as JSON or YAML under `key`."""
     data = {"namespace": kube.namespace, key: [asdict(f) for f in freed], **(extra or {})}
     allocs = sum(f.kind == "allocation" for f in freed)
 
-    def text() -> str:
+    def text(wide: bool) -> str:
         if not freed:
             return f"Nothing to free in namespace {kube.namespace}.{note}"
         summary = (f"{verb} {allocs} allocation(s) and {len(freed) - allocs} reservation(s) "
                    f"in namespace {kube.namespace}.{note}")
-        rows = [[f.kind, f.name, f.address, f.pod, f.container[:12], f.ifname, f.reason] for f in freed]
+        rows = [[f.kind, f.name, f.address, f.pod, f.container if wide else f.container[:12], f.ifname, f.reason]
+                for f in freed]
         return table(["KIND", "NAME", "ADDRESS", "POD", "CONTAINER", "INTERFACE", "REASON"], rows) + "\n" + summary
 
     emit(args, data, text)
@@ -319,32 +376,81 @@ def _sweep_once(args: argparse.Namespace, kube: Kube) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace, kube: Kube) -> int:
+    """One sweep, or with --loop one every interval until SIGTERM or SIGINT, which end it after the current sweep.
+
+    A loop exits with the status of its last sweep, so a sweeper that never reached the API server does not
+    look like one that worked.
+    """
     if not args.loop:
         return _sweep_once(args, kube)
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    while not stop.is_set():
+    while True:
         try:
-            _sweep_once(args, kube)
+            status = _sweep_once(args, kube)
         except KubeError as e:
             print(f"whereabouts: error: {e}", file=sys.stderr, flush=True)
-        stop.wait(args.interval)
-    return EXIT_OK
+            status = EXIT_FAILED
+        if stop.wait(args.interval):
+            return status
 
 
 # --- parser and entry point -----------------------------------------------------------
 
 
-def _seconds(text: str) -> float:
+def _seconds(text: str, minimum: float = 0.0, strict: bool = False) -> float:
+    """A finite number of seconds, at least `minimum` (above it when `strict`)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
+    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be {'above' if strict else 'at least'} {minimum:g}s")
     return value
+
+
+def _interval(text: str) -> float:
+    return _seconds(text, MIN_INTERVAL)
+
+
+def _timeout(text: str) -> float:
+    return _seconds(text, 0.0, strict=True)
+
+
+def _address(text: str) -> Address:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
+
+
+def _pool(text: str) -> str:
+    """A pool name, or a CIDR turned into the name of its (unnamed) pool: names never contain a `/`."""
+    if "/" not in text:
+        if not is_dns_subdomain(text):
+            raise argparse.ArgumentTypeError(f"{text!r} is neither an IPPool name nor a CIDR")
+        return text
+    try:
+        return pool_name(str(ipaddress.ip_network(text, strict=False)))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a CIDR") from None
+
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _namespace(text: str) -> str:
+    if not _DNS_LABEL.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a namespace name (a DNS label)")
+    return text
+
+
+def _nonempty(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def _podref(text: str) -> str:
@@ -367,11 +473,15 @@ def _common_options(parser: argparse.ArgumentParser, top: bool) -> None:
     parser.add_argument("--kubeconfig", metavar="PATH",
                         default=default(os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")),
                         help="kubeconfig to use (default: $KUBECONFIG, else ~/.kube/config)")
-    parser.add_argument("-n", "--namespace", default=default(None),
+    parser.add_argument("--context", type=_nonempty, metavar="NAME", default=default(None),
+                        help="kubeconfig context to use (default: its current context)")
+    parser.add_argument("-n", "--namespace", type=_namespace, default=default(None),
                         help="namespace of the whereabouts objects (default: the kubeconfig context's, "
                              "else kube-system)")
-    parser.add_argument("-o", "--output", choices=("table", "json"), default=default("table"),
-                        help="output format (default: table)")
+    parser.add_argument("-o", "--output", choices=OUTPUTS, default=default("table"),
+                        help="output format: table (default), wide (more columns), json or yaml")
+    parser.add_argument("--request-timeout", type=_timeout, metavar="SECONDS", default=default(DEFAULT_TIMEOUT),
+                        help=f"give up on an API request after this long (default: {DEFAULT_TIMEOUT:g})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -391,12 +501,15 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     command("pools", cmd_pools, "list pools with their usage",
-            "List each IPPool: its range, addresses used and free, and the percentage used. "
-            "Free counts the whole network less network and broadcast addresses: exclusions and "
-            "range_start/range_end live in the network configs, not in the pool.")
+            "List each IPPool, or each range split into blocks: its range, addresses used and free, and the "
+            "percentage used (-o wide: each block too). Free counts the whole network less network and broadcast "
+            "addresses: exclusions and range_start/range_end live in the network configs, not in the pool. "
+            "Counts of 10^12 and more print as 1.8e19; JSON and YAML give them exactly.")
     show = command("show", cmd_show, "list the allocations of one pool",
-                   "List each allocation of one IPPool: address, pod, container and interface.")
-    show.add_argument("pool", metavar="POOL", help="pool name (as `whereabouts pools` prints it) or its CIDR")
+                   "List each allocation of one IPPool, or of every block of a range split into blocks: "
+                   "address, pod, container and interface.")
+    show.add_argument("pool", metavar="POOL", type=_pool,
+                      help="pool or range name (as `whereabouts pools` prints it), or the range's CIDR")
     check = command("check", cmd_check, "find inconsistencies between pools and reservations",
                     "Find duplicate addresses across overlapping pools, reservations without allocations and "
                     "the reverse, allocations outside their range, and entries that cannot be decoded. "
@@ -408,11 +521,12 @@ def build_parser() -> argparse.ArgumentParser:
                       "Free ADDRESS: its pool entry and its reservation, or a reservation of it that no "
                       "allocation holds. --pod (or --container) must name the holder, so that a mistyped "
                       "address is refused rather than taken from another pod.")
-    release.add_argument("address", metavar="ADDRESS", help="the IP address to free")
+    release.add_argument("address", metavar="ADDRESS", type=_address, help="the IP address to free")
     release.add_argument("--pod", type=_podref, metavar="NAMESPACE/NAME", help="the pod that holds ADDRESS")
-    release.add_argument("--container", metavar="ID",
+    release.add_argument("--container", metavar="ID", type=_nonempty,
                          help="the container id (or a prefix of it) that holds ADDRESS")
-    release.add_argument("--pool", metavar="NAME", help="the pool, when ADDRESS is in several (named networks)")
+    release.add_argument("--pool", metavar="NAME", type=_pool,
+                         help="the pool or range, when ADDRESS is in several (named networks)")
     release.add_argument("--force", action="store_true", help="release even though the pod still exists")
     reconcile = command("reconcile", cmd_reconcile, "free addresses of pods that no longer exist",
                         "Free every allocation whose pod no longer exists, with its reservation, and every "
@@ -421,9 +535,12 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--grace", type=_seconds, default=DEFAULT_GRACE, metavar="SECONDS",
                            help="keep unheld reservations younger than this: an ADD in flight holds one "
                                 f"(default: {DEFAULT_GRACE:g}; keep it above the plugin's lock_timeout_ms)")
-    reconcile.add_argument("--loop", action="store_true", help="sweep every --interval seconds until SIGTERM")
-    reconcile.add_argument("--interval", type=_seconds, default=DEFAULT_INTERVAL, metavar="SECONDS",
-                           help=f"pause between sweeps with --loop (default: {DEFAULT_INTERVAL:g})")
+    reconcile.add_argument("--loop", action="store_true",
+                           help="sweep every --interval seconds until SIGTERM or SIGINT; exit with the status "
+                                "of the last sweep")
+    reconcile.add_argument("--interval", type=_interval, default=DEFAULT_INTERVAL, metavar="SECONDS",
+                           help=f"pause between sweeps with --loop (default: {DEFAULT_INTERVAL:g}, "
+                                f"at least {MIN_INTERVAL:g})")
     return parser
 
 
@@ -433,7 +550,7 @@ def main(argv: list[str]) -> int:
     if args.command == "release" and not (args.pod or args.container):
         args.usage_error("release needs --pod NAMESPACE/NAME (or --container ID) to confirm whose address it is")
     try:
-        kube = connect(args.kubeconfig, args.namespace)
+        kube = connect(args.kubeconfig, args.namespace, args.context, args.request_timeout)
         try:
             return int(args.func(args, kube))
         finally:

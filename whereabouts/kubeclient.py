@@ -4,6 +4,8 @@ The CNI verbs use the lean `whereabouts.kubeapi` because every pod attach pays f
 start-up; the operator commands are long-running or interactive, so they use the
 official client and its full kubeconfig support. Every API failure becomes a
 `KubeError` with a one-line message here, so the CLI never shows a traceback.
+Every call has a timeout and is not retried by urllib3: a hung API server costs
+one `--request-timeout`, not four 30-second attempts.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import copy
 import json
 import os
 import random
+import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -23,7 +26,7 @@ from whereabouts.pool import GROUP, VERSION, Allocation, remove_allocation
 from whereabouts.reconcile import PoolView, Reservation, snapshot, unheld, view_pool
 from whereabouts.store import POOLS, RESERVATIONS
 
-TIMEOUT = 30
+DEFAULT_TIMEOUT = 10.0
 PAGE = 500
 MAX_CONFLICTS = 20
 T = TypeVar("T")
@@ -48,19 +51,33 @@ def _message(e: Exception) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
-def _call(what: str, call: Callable[[], T], absent: tuple[int, ...] = ()) -> T | None:
-    """One API call: None when it answers a status in `absent`, a `KubeError` naming `what` on any failure."""
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
+def _causes(e: BaseException) -> Iterator[BaseException]:
+    """`e` and what it wraps: urllib3 nests the socket error in `reason`, `args` or the exception chain."""
+    seen: set[int] = set()
+    todo = [e]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [x for x in (getattr(e, "reason", None), e.__cause__, e.__context__, *e.args)
+                 if isinstance(x, BaseException)]
 
-    try:
-        return call()
-    except ApiException as e:
-        if e.status in absent:
-            return None
-        raise KubeError(f"{what}: {_message(e)}") from None
-    except (HTTPError, OSError) as e:
-        raise KubeError(f"{what}: {_message(e)}") from None
+
+def _unreachable(e: Exception, server: str, timeout: float) -> str:
+    """A network failure, naming the server: a timeout says which option to raise, a refusal says why."""
+    from urllib3.exceptions import NewConnectionError
+    from urllib3.exceptions import TimeoutError as Urllib3Timeout
+
+    causes = list(_causes(e))
+    refused = [c for c in causes if isinstance(c, NewConnectionError)]
+    if not refused and any(isinstance(c, (Urllib3Timeout, TimeoutError)) for c in causes):
+        return f"{server} did not answer within {timeout:g}s (--request-timeout)"
+    errno = [c for c in causes if isinstance(c, OSError) and c.strerror]
+    if refused or errno:
+        return f"cannot connect to {server}: {errno[0].strerror if errno else _message(e)}"
+    return f"{server}: {_message(e)}"
 
 
 @dataclass
@@ -75,16 +92,33 @@ class Removed:
 class Kube:
     """The calls the operator commands make, in one namespace for whereabouts objects."""
 
-    def __init__(self, api: Any, namespace: str) -> None:
+    def __init__(self, api: Any, namespace: str, timeout: float) -> None:
         from kubernetes import client
 
         self.api = api
         self.namespace = namespace
+        self.server = str(api.configuration.host)
+        self.timeout = timeout
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
 
     def close(self) -> None:
         self.api.close()
+
+    def _call(self, what: str, call: Callable[..., T], absent: tuple[int, ...] = ()) -> T | None:
+        """One API call with the request timeout: None when it answers a status in `absent`, else a `KubeError`."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            # (connect, read): a bare float is ignored by older clients, which only accept an int.
+            return call(_request_timeout=(self.timeout, self.timeout))
+        except ApiException as e:
+            if e.status in absent:
+                return None
+            raise KubeError(f"{what}: {_message(e)}") from None
+        except (HTTPError, OSError) as e:
+            raise KubeError(f"{what}: {_unreachable(e, self.server, self.timeout)}") from None
 
     # --- pools and reservations ------------------------------------------------------
 
@@ -92,11 +126,11 @@ class Kube:
         """`<verb>_namespaced_custom_object` on our group in our namespace."""
         method = getattr(self.custom, f"{verb}_namespaced_custom_object")
         what = f"cannot {verb} {plural} {args[0] if args else ''}".rstrip() + f" in namespace {self.namespace}"
-        return _call(what, lambda: method(GROUP, VERSION, self.namespace, plural, *args, _request_timeout=TIMEOUT,
-                                          **kw), absent)
+        return self._call(what, lambda **t: method(GROUP, VERSION, self.namespace, plural, *args, **kw, **t), absent)
 
-    def list_pools(self) -> list[dict[str, Any]]:
-        return list(self._custom("list", POOLS).get("items") or [])
+    def list_pools(self, selector: str = "") -> list[dict[str, Any]]:
+        """The IPPools of the namespace; `selector` (a label selector) narrows them, e.g. to the blocks of a range."""
+        return list(self._custom("list", POOLS, label_selector=selector or None).get("items") or [])
 
     def get_pool(self, name: str) -> dict[str, Any] | None:
         return self._custom("get", POOLS, name, absent=(404,))
@@ -170,8 +204,8 @@ class Kube:
         refs: set[str] = set()
         token = None
         while True:
-            resp: Any = _call("cannot list pods in all namespaces", lambda: self.core.list_pod_for_all_namespaces(
-                limit=PAGE, _continue=token, _preload_content=False, _request_timeout=TIMEOUT))
+            resp: Any = self._call("cannot list pods in all namespaces", lambda **t: (
+                self.core.list_pod_for_all_namespaces(limit=PAGE, _continue=token, _preload_content=False, **t)))
             body = json.loads(resp.data)
             refs.update(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in body.get("items") or [])
             token = (body.get("metadata") or {}).get("continue")
@@ -180,32 +214,51 @@ class Kube:
 
     def pod_exists(self, podref: str) -> bool:
         namespace, _, name = podref.partition("/")
-        return _call(f"cannot read pod {podref}", lambda: self.core.read_namespaced_pod(
-            name, namespace, _preload_content=False, _request_timeout=TIMEOUT), absent=(404,)) is not None
+        return self._call(f"cannot read pod {podref}", lambda **t: self.core.read_namespaced_pod(
+            name, namespace, _preload_content=False, **t), absent=(404,)) is not None
 
 
-def connect(kubeconfig: str, namespace: str | None) -> Kube:
-    """A client from the kubeconfig; the namespace defaults to its context's, else kube-system.
+def _official_client() -> Any:
+    """The `kubernetes` package, or a `KubeError` saying how to get it (the CNI plugin runs without it)."""
+    try:
+        import kubernetes.client
+        import kubernetes.config
+    except ImportError as e:
+        raise KubeError(f"the operator commands need the Python package kubernetes, which {sys.executable} cannot "
+                        f"import ({e}): install whereabouts with its dependencies") from None
+    return kubernetes
+
+
+def connect(kubeconfig: str, namespace: str | None, context: str | None = None,
+            timeout: float = DEFAULT_TIMEOUT) -> Kube:
+    """A client from the kubeconfig and its `context` (default: the current one); the namespace defaults to
+    that context's, else kube-system.
 
     In a pod (a CronJob or Deployment) without that kubeconfig, the pod's service account is used.
     """
+    kubernetes = _official_client()
     import yaml
-    from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
+    cfg = kubernetes.client.Configuration()
+    chosen: dict[str, Any] | None = {}  # the kubeconfig context; none in a pod
     if os.pathsep not in kubeconfig and not os.path.exists(kubeconfig):
-        if not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        if context is not None or not os.environ.get("KUBERNETES_SERVICE_HOST"):
             raise KubeError(f"kubeconfig {kubeconfig} does not exist (use --kubeconfig or set $KUBECONFIG)")
-        cfg = client.Configuration()
         try:
-            config.load_incluster_config(client_configuration=cfg)
+            kubernetes.config.load_incluster_config(client_configuration=cfg)
         except ConfigException as e:
             raise KubeError(f"no kubeconfig at {kubeconfig} and no usable service account: {e}") from None
-        return Kube(client.ApiClient(cfg), namespace or DEFAULT_NAMESPACE)
-    try:
-        _, active = config.list_kube_config_contexts(config_file=kubeconfig)
-        api = config.new_client_from_config(config_file=kubeconfig)
-    except (ConfigException, OSError, ValueError, TypeError, KeyError, yaml.YAMLError) as e:
-        raise KubeError(f"cannot load kubeconfig {kubeconfig}: {_message(e)}") from None
-    context = (active or {}).get("context") or {}
-    return Kube(api, namespace or context.get("namespace") or DEFAULT_NAMESPACE)
+    else:
+        try:
+            contexts, active = kubernetes.config.list_kube_config_contexts(config_file=kubeconfig)
+            chosen = active if context is None else next((c for c in contexts if c.get("name") == context), None)
+            if chosen is None:
+                names = ", ".join(str(c.get("name")) for c in contexts)
+                raise KubeError(f"no context {context!r} in kubeconfig {kubeconfig} (it has: {names})")
+            kubernetes.config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
+        except (ConfigException, OSError, ValueError, TypeError, KeyError, yaml.YAMLError) as e:
+            raise KubeError(f"cannot load kubeconfig {kubeconfig}: {_message(e)}") from None
+    cfg.retries = False  # a failure is reported at once; a `--loop` sweep tries again at the next interval
+    api = kubernetes.client.ApiClient(cfg)
+    return Kube(api, namespace or ((chosen or {}).get("context") or {}).get("namespace") or DEFAULT_NAMESPACE, timeout)

@@ -75,11 +75,15 @@ def network_names(name: str, cidr: str) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class PoolView:
-    """A decoded pool, the usable span of its network and its possible network names."""
+    """A decoded pool, the usable span of its network and its possible network names.
+
+    `parent` is the configured range when the pool is one block of it, else None.
+    """
 
     pool: Pool
     rng: IPRange
     networks: frozenset[str]
+    parent: Network | None = None
 
     @property
     def name(self) -> str:
@@ -126,7 +130,7 @@ def view_pool(obj: Any) -> PoolView:
     if network.version != parent.version or lo < 0 or lo + network.num_addresses > parent.num_addresses:
         raise CorruptPool(f"block {network} lies outside the range {parent} it is annotated with")
     span = IPRange(network, max(1, lo) - lo, min(parent.num_addresses - 2, lo + network.num_addresses - 1) - lo)
-    return PoolView(pool, span, network_names(parent_pool_name(pool.name), str(parent_cidr)))
+    return PoolView(pool, span, network_names(parent_pool_name(pool.name), str(parent_cidr)), parent)
 
 
 def _network(cidr: Any, what: str) -> Network:

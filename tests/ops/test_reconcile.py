@@ -112,7 +112,7 @@ def test_a_sweep_racing_twenty_adds_frees_none_of_theirs(netconf, pools, pods, n
     dead = [f"dead-{i}" for i in range(10)]  # never created: leaks for the sweeps to free meanwhile
     pods.create(*live)
 
-    loop = subprocess.Popen([sys.executable, "-m", "whereabouts", "reconcile", "--loop", "--interval", "0.1",
+    loop = subprocess.Popen([sys.executable, "-m", "whereabouts", "reconcile", "--loop", "--interval", "1",
                              "-o", "json"], env=cli_env(namespace_kubeconfig), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     sweeps: queue.Queue = queue.Queue()
@@ -120,20 +120,23 @@ def test_a_sweep_racing_twenty_adds_frees_none_of_theirs(netconf, pools, pods, n
     reader.start()
     try:
         first = sweeps.get(timeout=60)  # the loop runs: now race it
-        procs = {pod: start(conf, "ADD", container_id=f"c-{pod}", pod=pod, pod_namespace=ns)
-                 for pair in zip(live, dead + [None] * 10) for pod in pair if pod}
+        # Three waves of ADDs, each left running while the next sweep (at least 1 s apart) completes.
+        order = [pod for pair in zip(live, dead + [None] * 10) for pod in pair if pod]
+        procs, racing = {}, []
+        for wave in (order[:10], order[10:20], order[20:]):
+            procs |= {pod: start(conf, "ADD", container_id=f"c-{pod}", pod=pod, pod_namespace=ns) for pod in wave}
+            racing.append(sweeps.get(timeout=60))
         results = [finish(procs[pod]).ok() for pod in live]
         for pod in dead:
             finish(procs[pod]).ok()
-        racing = sweeps.qsize()
     finally:
         loop.send_signal(signal.SIGTERM)
         err = loop.stderr.read()
         loop.wait(timeout=60)
         reader.join(timeout=10)
     assert loop.returncode == 0, err
-    done = [first, *sweeps.queue, wb("reconcile", "-o", "json").json]
-    assert racing >= 1 and not any(s["errors"] for s in done), err
+    done = [first, *racing, *sweeps.queue, wb("reconcile", "-o", "json").json]
+    assert not any(s["errors"] for s in done), err
     freed_pods = {f["pod"] for s in done for f in s["freed"]}
     assert freed_pods == {f"{ns}/{pod}" for pod in dead}
 
