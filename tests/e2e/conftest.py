@@ -1,7 +1,11 @@
 """End-to-end fixtures: real network namespaces, the real main plugins in /usr/lib/cni, our plugin on CNI_PATH.
 
 Every namespace, bridge and parent link gets a random name and is removed in the
-fixture's teardown, also when the test fails half-way. Addresses come from
+fixture's teardown, also when the test fails half-way. Each bridge also gets an
+ACCEPT rule for traffic between its own ports in the host's FORWARD chain (iptables
+and ip6tables), removed with it: once Docker has run on a machine, FORWARD's
+policy is DROP and br_netfilter passes bridged frames through it, so without the
+rule namespaces on one bridge could not reach each other. Addresses come from
 10.123.0.0/16 and fd00:123::/48 and live only inside the namespaces and links
 made here: the links in the host namespace carry no address.
 """
@@ -89,6 +93,7 @@ class Lab:
         self.cni_path = f"{plugin_bin}:{CNI_DIR}"
         self.namespaces: list[str] = []
         self.links: list[str] = []
+        self.forward_rules: list[tuple[str, list[str]]] = []  # (iptables or ip6tables, rule spec)
         self.attached: list[tuple[dict, str, str, str]] = []  # conf, netns, container id, ifname
 
     # --- resources -----------------------------------------------------------------
@@ -100,9 +105,18 @@ class Lab:
         return name
 
     def bridge_name(self) -> str:
-        """A name for a bridge that the bridge plugin will create (removed at the end)."""
+        """A name for a bridge that the bridge plugin will create (removed at the end).
+
+        Traffic between the bridge's own ports is accepted in FORWARD (see the module doc).
+        """
         name = f"wbtbr{rand(8)}"
         self.links.append(name)
+        for tool in ("iptables", "ip6tables"):
+            if shutil.which(tool) is None:
+                continue
+            rule = ["FORWARD", "-i", name, "-o", name, "-m", "comment", "--comment", "whereabouts-e2e", "-j", "ACCEPT"]
+            if sh(tool, "-w", "-I", *rule, check=False).returncode == 0:
+                self.forward_rules.append((tool, rule))
         return name
 
     def parent_link(self) -> str:
@@ -131,6 +145,10 @@ class Lab:
                 proc = sh("ip", "link", "delete", name, check=False)
                 if proc.returncode != 0:
                     errors.append(f"ip link delete {name}: {proc.stderr}")
+        for tool, rule in self.forward_rules:
+            proc = sh(tool, "-w", "-D", *rule, check=False)
+            if proc.returncode != 0:
+                errors.append(f"{tool} -D {' '.join(rule)}: {proc.stderr}")
         if errors:
             print("lab cleanup problems:\n  " + "\n  ".join(errors), file=sys.stderr)
 
