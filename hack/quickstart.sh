@@ -68,15 +68,35 @@ cleanup() {
   if ip link show "$BRIDGE" >/dev/null 2>&1; then
     ip link delete "$BRIDGE" || { say "could not delete bridge $BRIDGE"; failed=1; }
   fi
-  if [[ $KNS_CREATED -eq 1 ]]; then
+  local lingering=""
+  if [[ $KNS_CREATED -eq 1 && $STARTED_CLUSTER -eq 0 ]]; then
+    # A control plane without a namespace controller never finishes deleting a namespace:
+    # delete our objects in it first, then the namespace, and say so if it lingers.
+    for res in whereabouts.cni.cncf.io/v1alpha1/namespaces/$KNS/ippools \
+               whereabouts.cni.cncf.io/v1alpha1/namespaces/$KNS/overlappingrangeipreservations \
+               coordination.k8s.io/v1/namespaces/$KNS/leases; do
+      api DELETE "/apis/$res" >/dev/null || { say "could not delete /apis/$res"; failed=1; }
+    done
     api DELETE "/api/v1/namespaces/$KNS" >/dev/null || { say "could not delete namespace $KNS"; failed=1; }
+    for _ in $(seq 1 30); do
+      api GET "/api/v1/namespaces/$KNS" >/dev/null 2>&1 || break
+      sleep 1
+    done
+    if api GET "/api/v1/namespaces/$KNS" >/dev/null 2>&1; then
+      lingering="$KNS"
+      say "namespace $KNS is empty but still Terminating: this control plane runs no namespace controller"
+    fi
   fi
   if [[ $STARTED_CLUSTER -eq 1 ]]; then
     bash "$ROOT/hack/cluster.sh" down || { say "hack/cluster.sh down failed"; failed=1; }
   fi
   rm -rf "$WORK"
   [[ $failed -eq 1 && $rc -eq 0 ]] && rc=1
-  [[ $rc -eq 0 ]] && say "done: everything removed"
+  if [[ $rc -eq 0 && -n $lingering ]]; then
+    say "done: everything removed but the empty namespace $lingering, which stays Terminating"
+  elif [[ $rc -eq 0 ]]; then
+    say "done: everything removed"
+  fi
   exit "$rc"
 }
 trap cleanup EXIT
