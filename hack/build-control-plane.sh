@@ -1,6 +1,14 @@
 #!/usr/bin/env bash
-# Build etcd and kube-apiserver from the Go module proxy into a cache outside
-# the repo, reusing them when present. Prints the two binary paths' directory.
+# Build the control plane from the Go module proxy into a cache outside the
+# repo, reusing what is there. Prints the directory that holds the binaries.
+#
+#   hack/build-control-plane.sh [NAME...]
+#
+# NAMEs (default: etcd kube-apiserver kube-scheduler kube-controller-manager):
+# etcd, or any k8s.io/kubernetes command such as kubelet (hack/build-node.sh asks
+# for it). The Kubernetes binaries share one scratch module and are linked with
+# the version ldflags, so they report $K8S_VERSION. Each build's wall time is
+# appended to $CACHE_ROOT/build-times.log.
 set -euo pipefail
 
 ETCD_VERSION="${ETCD_VERSION:-v3.5.35}"
@@ -13,6 +21,16 @@ fail() { say "FAILED at step: $*"; exit 1; }
 
 command -v go >/dev/null || fail "find go (install Go 1.25 or newer)"
 mkdir -p "$BIN_DIR"
+NICE=(nice -n 19)
+
+# timed NAME CMD...: run CMD, then log how long it took.
+timed() {
+  local name="$1" start=$SECONDS; shift
+  "$@" || return
+  local took=$((SECONDS - start))
+  say "$name built in ${took}s"
+  echo "$(date -u +%FT%TZ) $name ${took}s" >>"$CACHE_ROOT/build-times.log"
+}
 
 # A scratch module per binary: each one only requires the upstream module, so
 # the upstream go.mod's local replace lines do not apply.
@@ -24,34 +42,51 @@ build_etcd() {
   say "etcd $ETCD_VERSION: fetching modules"
   go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >&2 || fail "etcd: go get go.etcd.io/etcd/server/v3@$ETCD_VERSION"
   say "etcd $ETCD_VERSION: building (a few minutes on 2 cores)"
-  go build -o "$BIN_DIR/etcd.tmp" go.etcd.io/etcd/server/v3 >&2 || fail "etcd: go build"
+  timed etcd "${NICE[@]}" go build -o "$BIN_DIR/etcd.tmp" go.etcd.io/etcd/server/v3 >&2 || fail "etcd: go build"
   mv "$BIN_DIR/etcd.tmp" "$BIN_DIR/etcd"
 }
 
-build_apiserver() {
-  [[ -x "$BIN_DIR/kube-apiserver" ]] && { say "kube-apiserver $K8S_VERSION cached"; return; }
+# The scratch module: k8s.io/kubernetes with every staging module replaced by
+# its published v0 version (the upstream replaces point at ./staging).
+k8s_module() {
   local mod="$CACHE_ROOT/src/kubernetes-$K8S_VERSION"
   local staging="v0.${K8S_VERSION#v1.}"
   mkdir -p "$mod"; cd "$mod"
-  [[ -f go.mod ]] || go mod init testenv-k8s >/dev/null 2>&1 || fail "kube-apiserver: go mod init"
-  say "kube-apiserver $K8S_VERSION: reading its go.mod"
+  [[ -f go.mod ]] || go mod init testenv-k8s >/dev/null 2>&1 || fail "k8s: go mod init"
+  grep -q 'k8s.io/kubernetes v' go.mod && return 0
+  say "k8s.io/kubernetes $K8S_VERSION: reading its go.mod"
   local upstream
   upstream="$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')" \
-    || fail "kube-apiserver: go mod download k8s.io/kubernetes@$K8S_VERSION"
-  # Every staging replace (k8s.io/x => ./staging/src/k8s.io/x) becomes the
-  # published module at the matching v0 version.
+    || fail "k8s: go mod download k8s.io/kubernetes@$K8S_VERSION"
   local name
   for name in $(sed -n 's#^\s*\(k8s.io/[^ ]*\) => ./staging/src/.*#\1#p' "$upstream"); do
     go mod edit "-replace=$name=$name@$staging"
   done
   go mod edit "-require=k8s.io/kubernetes@$K8S_VERSION"
-  say "kube-apiserver $K8S_VERSION: fetching modules"
-  go get "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" >&2 || fail "kube-apiserver: go get"
-  say "kube-apiserver $K8S_VERSION: building (10-20 minutes on 2 cores the first time)"
-  go build -o "$BIN_DIR/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver >&2 || fail "kube-apiserver: go build"
-  mv "$BIN_DIR/kube-apiserver.tmp" "$BIN_DIR/kube-apiserver"
 }
 
-(build_etcd)
-(build_apiserver)
+build_k8s() {
+  local name="$1"
+  [[ -x "$BIN_DIR/$name" ]] && { say "$name $K8S_VERSION cached"; return; }
+  k8s_module
+  say "$name $K8S_VERSION: fetching modules"
+  go get "k8s.io/kubernetes/cmd/$name@$K8S_VERSION" >&2 || fail "$name: go get"
+  local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+  local ldflags="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION"
+  ldflags+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
+  ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
+  say "$name $K8S_VERSION: building (kube-apiserver 10-20 minutes on 2 cores the first time, the others less)"
+  timed "$name" "${NICE[@]}" go build -ldflags "$ldflags" -o "$BIN_DIR/$name.tmp" "k8s.io/kubernetes/cmd/$name" >&2 \
+    || fail "$name: go build"
+  mv "$BIN_DIR/$name.tmp" "$BIN_DIR/$name"
+}
+
+(($#)) || set -- etcd kube-apiserver kube-scheduler kube-controller-manager
+for what in "$@"; do
+  case "$what" in
+    etcd) (build_etcd) ;;
+    kube-*|kubelet|kubectl) (build_k8s "$what") ;;
+    *) fail "unknown binary '$what'" ;;
+  esac
+done
 echo "$BIN_DIR"

@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# A throw-away Kubernetes control plane on loopback: one etcd and one
-# kube-apiserver, no controller-manager, scheduler or kubelet. Used by the
-# tests and the quick start.
+# A throw-away Kubernetes control plane on loopback: one etcd, one
+# kube-apiserver (ServiceAccount admission on, so pods get projected tokens),
+# one kube-scheduler and one kube-controller-manager (namespace deletion,
+# Deployments, DaemonSets, Jobs and CronJobs, garbage collection, service
+# accounts). No kubelet: hack/node.sh adds one. Used by the tests and the
+# quick start.
 #
 #   hack/cluster.sh up       start (or reuse) the cluster, apply doc/crds/*.yaml,
 #                            print shell exports on stdout
 #   hack/cluster.sh down     stop what `up` started and remove the state dir
 #   hack/cluster.sh status   "running ..." (exit 0) or "stopped" (exit 1)
 #   hack/cluster.sh env      print the shell exports of the running cluster
-#   hack/cluster.sh restart etcd|kube-apiserver [SECONDS]
+#   hack/cluster.sh restart etcd|kube-apiserver|kube-scheduler|kube-controller-manager [SECONDS]
 #                            stop one server, wait SECONDS, start it again (fault tests)
 #
 # State lives in .cluster/ at the repo root (WHEREABOUTS_CLUSTER_DIR overrides):
 # pid files, logs, etcd data, certificates, admin.kubeconfig and env.
-# WHEREABOUTS_BIN_DIR skips hack/build-control-plane.sh and uses the etcd and
-# kube-apiserver found there; WHEREABOUTS_READY_TIMEOUT (seconds, default 90)
+# WHEREABOUTS_BIN_DIR skips hack/build-control-plane.sh and uses the binaries
+# found there; WHEREABOUTS_READY_TIMEOUT (seconds, default 90)
 # bounds the wait for the API server.
 set -euo pipefail
 
@@ -79,11 +82,14 @@ apiserver_ready() {
         "https://127.0.0.1:$APISERVER_PORT/readyz" 2>/dev/null || true)" == "ok" ]]
 }
 
+# etcd and the API server answer (the controllers are checked by ensure_controllers).
 alive_and_ready() {
   [[ -f "$MARKER" ]] || return 1
   load_state
   our_pid etcd >/dev/null && our_pid kube-apiserver >/dev/null && apiserver_ready
 }
+
+CONTROLLERS=(kube-scheduler kube-controller-manager)
 
 python_with_yaml() {
   local py
@@ -96,7 +102,7 @@ python_with_yaml() {
 }
 
 find_binaries() {
-  step "locating etcd and kube-apiserver"
+  step "locating the control-plane binaries"
   if [[ -n "${WHEREABOUTS_BIN_DIR:-}" ]]; then
     BIN_DIR="$WHEREABOUTS_BIN_DIR"
   else
@@ -105,8 +111,10 @@ find_binaries() {
     BIN_DIR="$(flock "$cache/.build.lock" bash "$ROOT/hack/build-control-plane.sh" 9<&-)"
     BIN_DIR="${BIN_DIR##*$'\n'}"
   fi
-  [[ -x "$BIN_DIR/etcd" && -x "$BIN_DIR/kube-apiserver" ]] \
-    || die "etcd/kube-apiserver not found in '$BIN_DIR'"
+  local b
+  for b in etcd kube-apiserver "${CONTROLLERS[@]}"; do
+    [[ -x "$BIN_DIR/$b" ]] || die "$b not found in '$BIN_DIR'"
+  done
 }
 
 # launch NAME ARGV...: start ARGV detached (own session, immune to SIGHUP,
@@ -210,7 +218,6 @@ start_apiserver() {
     --service-account-issuer="$SA_ISSUER" \
     --service-account-key-file="$DIR/sa.key" \
     --service-account-signing-key-file="$DIR/sa.key" \
-    --disable-admission-plugins=ServiceAccount \
     --profiling=false
   step "waiting up to ${READY_TIMEOUT}s for kube-apiserver /readyz"
   local deadline=$((SECONDS + READY_TIMEOUT))
@@ -227,12 +234,94 @@ start_apiserver() {
   return 1
 }
 
+# The scheduler and the controller manager act as the admin (system:masters)
+# through their own kubeconfig file, which they read once at start.
+write_controllers_kubeconfig() {
+  (umask 077
+   cat >"$DIR/controllers.kubeconfig.tmp" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: whereabouts-test
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority: $DIR/ca.crt
+users:
+- name: admin
+  user:
+    token: $TOKEN
+contexts:
+- name: admin
+  context:
+    cluster: whereabouts-test
+    user: admin
+current-context: admin
+EOF
+   mv -f "$DIR/controllers.kubeconfig.tmp" "$DIR/controllers.kubeconfig")
+}
+
+start_controller() {
+  local name="$1"
+  # The API server writes its self-signed serving certificate (with its CA) here;
+  # the controller manager publishes it to every namespace (kube-root-ca.crt).
+  cp -f "$DIR/certs/apiserver.crt" "$DIR/ca.crt"
+  write_controllers_kubeconfig
+  step "starting $name"
+  case "$name" in
+    kube-scheduler)
+      launch kube-scheduler "$BIN_DIR/kube-scheduler" \
+        --kubeconfig="$DIR/controllers.kubeconfig" \
+        --authentication-kubeconfig="$DIR/controllers.kubeconfig" \
+        --authorization-kubeconfig="$DIR/controllers.kubeconfig" \
+        --leader-elect=false \
+        --bind-address=127.0.0.1 \
+        --secure-port=0 ;;
+    kube-controller-manager)
+      launch kube-controller-manager "$BIN_DIR/kube-controller-manager" \
+        --kubeconfig="$DIR/controllers.kubeconfig" \
+        --authentication-kubeconfig="$DIR/controllers.kubeconfig" \
+        --authorization-kubeconfig="$DIR/controllers.kubeconfig" \
+        --service-account-private-key-file="$DIR/sa.key" \
+        --root-ca-file="$DIR/ca.crt" \
+        --use-service-account-credentials=false \
+        --leader-elect=false \
+        --bind-address=127.0.0.1 \
+        --secure-port=0 ;;
+  esac
+  # A bad flag makes it exit at once: give it a moment to show that.
+  sleep 1
+  our_pid "$name" >/dev/null || { show_log "$name" 30; die "$name exited at start"; }
+}
+
+# Start the scheduler and the controller manager where they are not running
+# (a cluster started by an older hack/cluster.sh, or one that crashed), and
+# restart an API server that runs without ServiceAccount admission, on the
+# same port with the same data and credentials.
+ensure_controllers() {
+  local pid
+  if pid="$(our_pid kube-apiserver)" && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- '--disable-admission-plugins=ServiceAccount'; then
+    say "kube-apiserver runs without ServiceAccount admission: restarting it on the same port"
+    [[ -n "${BIN_DIR:-}" ]] || find_binaries
+    stop_proc kube-apiserver
+    start_apiserver
+  fi
+  local name
+  for name in "${CONTROLLERS[@]}"; do
+    if ! our_pid "$name" >/dev/null; then
+      [[ -n "${BIN_DIR:-}" ]] || find_binaries
+      start_controller "$name"
+    fi
+  done
+}
+
 start_fresh() {
   step "preparing $DIR"
   if [[ -e "$DIR" && ! -f "$MARKER" ]] && [[ -n "$(ls -A "$DIR")" ]]; then
     die "$DIR is not empty and was not made by hack/cluster.sh: refusing to use it"
   fi
   # Clear a dead cluster's leftovers but keep the directory we hold locked.
+  stop_proc kube-controller-manager
+  stop_proc kube-scheduler
   stop_proc kube-apiserver
   stop_proc etcd
   find "$DIR" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
@@ -390,6 +479,7 @@ EOF
 cmd_up() {
   step "locking $DIR"
   lock_dir
+  BIN_DIR=""
   if alive_and_ready; then
     say "reusing the running cluster in $DIR (https://127.0.0.1:$APISERVER_PORT)"
   else
@@ -397,8 +487,7 @@ cmd_up() {
     start_fresh
     load_state
   fi
-  # The apiserver writes its self-signed serving certificate (with its CA) here.
-  cp -f "$DIR/certs/apiserver.crt" "$DIR/ca.crt"
+  ensure_controllers
   apply_crds
   write_client_files
   STEP="-"
@@ -417,12 +506,17 @@ cmd_down() {
   step "locking $DIR"
   lock_dir
   step "stopping the processes recorded in $DIR"
+  stop_proc kube-controller-manager
+  stop_proc kube-scheduler
   stop_proc kube-apiserver
   stop_proc etcd
   step "verifying that nothing of ours is left"
-  if our_pid kube-apiserver >/dev/null || our_pid etcd >/dev/null; then die "processes still running"; fi
+  local name
+  for name in kube-controller-manager kube-scheduler kube-apiserver etcd; do
+    if our_pid "$name" >/dev/null; then die "$name still running"; fi
+  done
   local left
-  left="$(pgrep -f -- "(etcd|kube-apiserver) .*$DIR/" | tr '\n' ' ' || true)"
+  left="$(pgrep -f -- "(etcd|kube-apiserver|kube-scheduler|kube-controller-manager) .*$DIR/" | tr '\n' ' ' || true)"
   [[ -z "$left" ]] || die "processes still refer to $DIR: pids $left"
   if [[ -f "$MARKER" ]] || [[ -z "$(ls -A "$DIR")" ]]; then
     step "removing $DIR"
@@ -437,7 +531,10 @@ cmd_down() {
 # Stop one server, wait, and start it again on the same port and data: for fault tests.
 cmd_restart() {
   local name="${1:-}" down="${2:-0}"
-  [[ "$name" == etcd || "$name" == kube-apiserver ]] || die "usage: hack/cluster.sh restart etcd|kube-apiserver [seconds down]"
+  case "$name" in
+    etcd|kube-apiserver|kube-scheduler|kube-controller-manager) ;;
+    *) die "usage: hack/cluster.sh restart etcd|kube-apiserver|kube-scheduler|kube-controller-manager [seconds down]" ;;
+  esac
   step "locking $DIR"
   lock_dir
   load_state
@@ -445,7 +542,11 @@ cmd_restart() {
   BIN_DIR="$BIN_DIR_USED"
   stop_proc "$name"
   sleep "$down"
-  if [[ "$name" == etcd ]]; then start_etcd; else start_apiserver; fi
+  case "$name" in
+    etcd) start_etcd ;;
+    kube-apiserver) start_apiserver ;;
+    *) start_controller "$name" ;;
+  esac
   STEP="-"
   say "$name restarted"
 }
@@ -454,11 +555,18 @@ cmd_status() {
   STEP="-"
   if [[ ! -f "$MARKER" ]]; then echo "stopped (no state in $DIR)"; return 1; fi
   load_state
-  local ep ap
+  local ep ap sp cp
   ep="$(our_pid etcd || true)"; ap="$(our_pid kube-apiserver || true)"
-  if [[ -n "$ep" && -n "$ap" ]] && apiserver_ready; then
-    echo "running: https://127.0.0.1:$APISERVER_PORT (etcd pid $ep, kube-apiserver pid $ap, state $DIR)"
+  sp="$(our_pid kube-scheduler || true)"; cp="$(our_pid kube-controller-manager || true)"
+  if [[ -n "$ep" && -n "$ap" && -n "$sp" && -n "$cp" ]] && apiserver_ready; then
+    echo "running: https://127.0.0.1:$APISERVER_PORT (etcd pid $ep, kube-apiserver pid $ap," \
+      "kube-scheduler pid $sp, kube-controller-manager pid $cp, state $DIR)"
     return 0
+  fi
+  if [[ -n "$ep" && -n "$ap" ]] && apiserver_ready; then
+    echo "incomplete: https://127.0.0.1:$APISERVER_PORT answers, but kube-scheduler pid ${sp:-none}," \
+      "kube-controller-manager pid ${cp:-none} (hack/cluster.sh up starts them)"
+    return 1
   fi
   if [[ -n "$ep" || -n "$ap" ]]; then
     echo "not ready: etcd pid ${ep:-none}, kube-apiserver pid ${ap:-none} (state $DIR)"

@@ -2,14 +2,24 @@
 # Prepare a development/test machine (Debian bookworm, as root):
 #   - Debian packages the tests need (CNI reference plugins, iproute2, ...)
 #   - .venv at the repo root with the project installed editable, test extras
-#   - etcd and kube-apiserver built from the Go module proxy (cached)
+#   - etcd, kube-apiserver, kube-scheduler and kube-controller-manager built
+#     from the Go module proxy (cached)
+#   - for the real node (hack/node.sh, tests/node): kubelet, containerd v2 with
+#     its runc shim, crictl and Multus built the same way (hack/build-node.sh),
+#     and from Debian runc, the Docker engine, debootstrap and busybox-static.
+#     WHEREABOUTS_NO_NODE=1 skips the node's part.
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.whereabouts-install-stamp"
-APT_PACKAGES=(containernetworking-plugins iproute2 iputils-ping openssl procps curl time)
+APT_PACKAGES=(containernetworking-plugins iproute2 iputils-ping openssl procps curl time iptables util-linux)
+NODE=1
+[[ "${WHEREABOUTS_NO_NODE:-}" == "1" ]] && NODE=0
+# The node: runc for containerd, the Docker engine for image builds, debootstrap
+# for the base images, a static busybox for the test pods' image.
+((NODE)) && APT_PACKAGES+=(runc docker.io debootstrap busybox-static)
 
 say() { echo "[setup] $*" >&2; }
 STEP="start"
@@ -41,7 +51,15 @@ if command -v dpkg-query >/dev/null; then
     step "apt-get update"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
     step "apt-get install ${missing[*]}"
+    # Installing docker.io must not start a system Docker engine (hack/node.sh
+    # runs its own): where no policy-rc.d says so, say it for this install.
+    policy=""
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+      policy=/usr/sbin/policy-rc.d
+      printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null && as_root chmod 755 "$policy"
+    fi
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+    [[ -z "$policy" ]] || as_root rm -f "$policy"
   else
     say "Debian packages present: ${APT_PACKAGES[*]}"
   fi
@@ -70,7 +88,7 @@ else
 fi
 
 # --- 3. Control-plane binaries -----------------------------------------------
-step "building/reusing etcd and kube-apiserver (hack/build-control-plane.sh)"
+step "building/reusing the control plane's binaries (hack/build-control-plane.sh)"
 CACHE_ROOT="${WHEREABOUTS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/whereabouts-testenv}"
 mkdir -p "$CACHE_ROOT"
 # Serialise builds started from here (setup.sh, cluster.sh) on one lock.
@@ -80,7 +98,16 @@ else
   BIN_DIR="$(bash "$ROOT/hack/build-control-plane.sh")"
 fi
 BIN_DIR="${BIN_DIR##*$'\n'}"
-[[ -x "$BIN_DIR/etcd" && -x "$BIN_DIR/kube-apiserver" ]] || { STEP="locate control-plane binaries in '$BIN_DIR'"; exit 1; }
+for b in etcd kube-apiserver kube-scheduler kube-controller-manager; do
+  [[ -x "$BIN_DIR/$b" ]] || { STEP="locate $b in '$BIN_DIR'"; exit 1; }
+done
+
+NODE_BIN=""
+if ((NODE)); then
+  step "building/reusing the node's binaries (hack/build-node.sh)"
+  NODE_BIN="$(flock "$CACHE_ROOT/.build.lock" bash "$ROOT/hack/build-node.sh")"
+  NODE_BIN="${NODE_BIN##*$'\n'}"
+fi
 
 STEP="done"
 cni_dir=""
@@ -88,7 +115,8 @@ for d in /usr/lib/cni /opt/cni/bin; do [[ -x "$d/bridge" ]] && { cni_dir="$d"; b
 say "ready:"
 say "  virtualenv      $VENV  (python: $VENV/bin/python)"
 say "  etcd            $BIN_DIR/etcd"
-say "  kube-apiserver  $BIN_DIR/kube-apiserver"
+say "  kube-apiserver  $BIN_DIR/kube-apiserver (and kube-scheduler, kube-controller-manager, kubelet)"
+[[ -z "$NODE_BIN" ]] || say "  node            $NODE_BIN (containerd, containerd-shim-runc-v2, ctr, crictl, multus, pause)"
 say "  CNI plugins     ${cni_dir:-not found}"
 say "next: hack/cluster.sh up   |   hack/test.sh"
 STEP="build the Go whereabouts plugin for tests/compat and bench/ (hack/build-go-whereabouts.sh)"; bash "$ROOT/hack/build-go-whereabouts.sh" >/dev/null
