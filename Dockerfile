@@ -5,6 +5,11 @@
 #
 #   docker build -t whereabouts:0.1.0 .
 #
+# Without a registry, hack/image.sh makes the two base images locally
+# (debootstrap, docker import) and passes them as BUILD_IMAGE and RUNTIME_IMAGE.
+# A build image needs python3 (3.11) with venv and a shared libpython, and
+# apt-get (for binutils) or binutils already installed.
+#
 # Stage 1 builds the folder with hack/build.sh (PyInstaller onedir) on Debian
 # bullseye: the folder uses the node's glibc, so building on an older glibc
 # (2.31) lets it run on more nodes (Debian 11+, Ubuntu 20.04+, RHEL 9+).
@@ -24,9 +29,12 @@ WORKDIR /src
 COPY pyproject.toml setup.cfg README.md LICENSE ./
 COPY doc/pypi.md ./doc/pypi.md
 COPY whereabouts ./whereabouts
-RUN python -m pip install --no-cache-dir '.[build]'
+# A venv: Debian's own Python (a bookworm build image) refuses installs into the
+# system interpreter (PEP 668); the official python images work either way.
+RUN python3 -m venv /opt/build-venv \
+ && /opt/build-venv/bin/python -m pip install --no-cache-dir '.[build]'
 COPY hack/build.sh ./hack/build.sh
-RUN PYTHON=python bash hack/build.sh --no-bench
+RUN PYTHON=/opt/build-venv/bin/python bash hack/build.sh --no-bench
 
 FROM ${RUNTIME_IMAGE}
 LABEL org.opencontainers.image.title="whereabouts" \

@@ -19,7 +19,8 @@
 # costs 150-250 ms per pod attach; the folder starts in about the time of a venv.
 #
 # Environment:
-#   PYTHON   interpreter to build with (default .venv/bin/python). PyInstaller
+#   PYTHON   interpreter to build with, a path or a command name on PATH
+#            (default .venv/bin/python). PyInstaller
 #            bundles its libpython (pyenv and the python:3.x images have one;
 #            for Debian's python3 install libpython3.x).
 #            PyInstaller is installed into it when missing (`pip install -e .[build]`
@@ -55,6 +56,11 @@ exec 8>"$ROOT/build/.build.lock"
 flock 8
 
 step "checking the build interpreter $PY"
+# PYTHON may be a command name (PYTHON=python3) as well as a path.
+if [[ "$PY" != */* ]]; then
+  PY="$(command -v "$PY" || true)"
+  [[ -n "$PY" ]] || { say "no interpreter named ${PYTHON} on PATH: run hack/setup.sh or set PYTHON"; exit 1; }
+fi
 [[ -x "$PY" ]] || { say "no interpreter at $PY: run hack/setup.sh or set PYTHON"; exit 1; }
 "$PY" -c 'import sysconfig, sys; sys.exit(0 if sysconfig.get_config_var("Py_ENABLE_SHARED") else 1)' \
   || say "note: $PY is not a shared-library build; PyInstaller needs libpython (e.g. Debian's libpython3.11)"
