@@ -47,6 +47,23 @@ print(json.dumps({"metadata": {"name": pool["metadata"]["name"], "namespace": po
                   "spec": pool["spec"]}, indent=2))'
 }
 
+# The firewall plugin's DEL removes its per-namespace rules but leaves its
+# chains: remove them if this run made them and nobody else's rules are in them.
+FIREWALL_CHAINS_BEFORE="$(iptables -w -S CNI-FORWARD >/dev/null 2>&1 && echo yes || echo no)"
+# shellcheck disable=SC2317  # called by the EXIT trap
+remove_firewall_chains() {
+  [[ "$FIREWALL_CHAINS_BEFORE" == no ]] || return 0
+  iptables -w -S CNI-FORWARD >/dev/null 2>&1 || return 0
+  if iptables -w -S CNI-FORWARD | grep -v -e '^-N CNI-FORWARD' -e '-j CNI-ADMIN' | grep -q .; then
+    return 0
+  fi
+  while iptables -w -D FORWARD -m comment --comment "CNI firewall plugin rules" -j CNI-FORWARD 2>/dev/null; do :; done
+  iptables -w -F CNI-FORWARD && iptables -w -X CNI-FORWARD || say "could not remove the iptables chain CNI-FORWARD"
+  if ! iptables -w -S CNI-ADMIN 2>/dev/null | grep -v '^-N' | grep -q .; then
+    iptables -w -X CNI-ADMIN 2>/dev/null || true
+  fi
+}
+
 # shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() {
   local rc=$? ns failed=0
@@ -68,6 +85,7 @@ cleanup() {
   if ip link show "$BRIDGE" >/dev/null 2>&1; then
     ip link delete "$BRIDGE" || { say "could not delete bridge $BRIDGE"; failed=1; }
   fi
+  remove_firewall_chains
   local lingering=""
   if [[ $KNS_CREATED -eq 1 && $STARTED_CLUSTER -eq 0 ]]; then
     # A control plane without a namespace controller never finishes deleting a namespace:
@@ -142,30 +160,39 @@ contexts:
 current-context: quickstart
 EOF
 )
-cat >"$WORK/10-quickstart.conf" <<EOF
+# bridge, then the `firewall` plugin: it accepts each namespace's traffic in the
+# host's FORWARD chain. Without it, on a machine where Docker has run (FORWARD
+# policy DROP, br_netfilter passing bridged frames through iptables) the
+# namespaces on the bridge could not reach each other.
+cat >"$WORK/10-quickstart.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
   "name": "quickstart",
-  "type": "bridge",
-  "bridge": "$BRIDGE",
-  "ipam": {
-    "type": "whereabouts",
-    "range": "$RANGE",
-    "kubernetes": {"kubeconfig": "$WORK/kubeconfig"},
-    "configuration_path": "$WORK/no-flat-file.conf",
-    "node_lock_dir": "$WORK/locks"
-  }
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$BRIDGE",
+      "ipam": {
+        "type": "whereabouts",
+        "range": "$RANGE",
+        "kubernetes": {"kubeconfig": "$WORK/kubeconfig"},
+        "configuration_path": "$WORK/no-flat-file.conf",
+        "node_lock_dir": "$WORK/locks"
+      }
+    },
+    {"type": "firewall", "backend": "iptables"}
+  ]
 }
 EOF
 mkdir "$WORK/bin"
 ln -s "$ROOT/.venv/bin/whereabouts" "$WORK/bin/whereabouts"
 export CNI_PATH="$WORK/bin:/usr/lib/cni:/opt/cni/bin"
-export NETCONF_FILES="$WORK/10-quickstart.conf"
+export NETCONF_FILES="$WORK/10-quickstart.conflist"
 export CNI_CACHE_DIR="$WORK/cache"
 export EXEC_PLUGINS_QUIET=1
 
-show "== the network config (the main plugin is bridge; ipam is whereabouts) =="
-cat "$WORK/10-quickstart.conf"
+show "== the network config (the main plugin is bridge; ipam is whereabouts; then firewall) =="
+cat "$WORK/10-quickstart.conflist"
 show ""
 show "== ADD: three network namespaces on bridge $BRIDGE =="
 declare -A ADDR
