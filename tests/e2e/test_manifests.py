@@ -170,7 +170,7 @@ class Caller:
 def test_every_manifest_is_accepted_with_strict_validation(installed):
     kinds = sorted({o["kind"] for o in installed.objects})
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "CronJob", "DaemonSet", "Deployment", "Pod",
-                     "Role", "RoleBinding", "ServiceAccount"]
+                     "Role", "RoleBinding", "Secret", "ServiceAccount"]
     assert len(installed.nads) == 7
     for nad in installed.nads:
         conf = json.loads(nad["spec"]["config"])
