@@ -48,6 +48,10 @@ def localize(doc: dict[str, Any], namespace: str) -> dict[str, Any]:
         doc["metadata"]["name"] += f"-{namespace}"
     if doc["kind"] == "ClusterRoleBinding":
         doc["roleRef"]["name"] += f"-{namespace}"
+    # Checked here, never run: the DaemonSet tolerates every taint, and on a real node (tests/node) its
+    # pods would install this test's credentials over the node's.
+    if doc["kind"] == "DaemonSet":
+        doc["spec"]["template"]["spec"]["nodeSelector"]["whereabouts.test/manifests-only"] = "true"
     # The reconciler's kubeconfig names its namespace inside a string.
     if doc["kind"] == "ConfigMap":
         doc["data"] = {k: v.replace("namespace: kube-system", f"namespace: {namespace}")
