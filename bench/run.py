@@ -256,8 +256,8 @@ def burst(cluster: Cluster, argv: list[str], name: str, total: int, nodes: int, 
 def scale(cluster: Cluster, argv: list[str], name: str, live_counts: list[int], samples: int,
           block_size: int | None) -> dict[str, Any]:
     """ADD latency in a /16 pre-filled to each count of live allocations (written directly)."""
-    from whereabouts.blocks import Layout
-    from whereabouts.config import parse_range
+    from whereabouts.core.blocks import Layout
+    from whereabouts.plugin.config import parse_range
 
     out: dict[str, Any] = {"block_size": block_size}
     rng = parse_range("range", "10.62.0.0/16")
@@ -270,12 +270,12 @@ def scale(cluster: Cluster, argv: list[str], name: str, live_counts: list[int], 
         for off in offsets:
             blk = layout.block_of(rng.address(off))
             entry = {"id": f"{secrets.token_hex(32)}", "podref": f"bench/pre-{off}", "ifname": "net1"}
-            by_block.setdefault(blk.name, {})[str(off - (int(blk.view.network.network_address)
+            by_block.setdefault(blk.name, {})[str(off - (int(blk.local.network.network_address)
                                                        - int(rng.network.network_address)))] = entry
         try:
             for blk in layout.blocks():
                 if blk.name in by_block or layout.sharded:
-                    cluster.put_pool(ns, blk.name, blk.view.cidr, by_block.get(blk.name, {}), layout.metadata())
+                    cluster.put_pool(ns, blk.name, blk.local.cidr, by_block.get(blk.name, {}), layout.metadata())
         except Exception as e:  # noqa: BLE001 - an object too large for etcd is a result
             body = getattr(e, "body", None)
             try:

@@ -7,10 +7,10 @@ import sys
 
 def main() -> int:
     if len(sys.argv) > 1:
-        from whereabouts.cli import main as cli_main
+        from whereabouts.operator.cli import main as cli_main
 
         return cli_main(sys.argv[1:])
-    from whereabouts.cni import main as cni_main
+    from whereabouts.plugin.cni import main as cni_main
 
     return cni_main()
 

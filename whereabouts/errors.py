@@ -1,6 +1,6 @@
 """The one exception hierarchy of the plugin, each class carrying its CNI error code.
 
-Code below the CNI boundary raises these; only `whereabouts.cni` turns them into
+Code below the CNI boundary raises these; only `whereabouts.plugin.cni` turns them into
 output, so the code a user sees for a failure is decided here and nowhere else.
 """
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.helpers.cni import run
+from tests.helpers.cni import cni_env, run
 
 VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 
@@ -30,22 +30,42 @@ def test_version_imports_no_http_or_kubernetes_code():
     import subprocess
     import sys
 
-    code = ("import sys, io; sys.argv=['whereabouts']; from whereabouts.cni import run; "
+    code = ("import sys, io; sys.argv=['whereabouts']; from whereabouts.plugin.cni import run; "
             "run({'CNI_COMMAND': 'VERSION'}, b'{\"cniVersion\":\"1.0.0\"}', io.StringIO()); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('http', 'ssl', 'kubernetes', 'yaml')"
-            " or m in ('whereabouts.kubeapi', 'whereabouts.http1', 'whereabouts.store')))")
+            " or m in ('whereabouts.k8s.api', 'whereabouts.k8s.http1', 'whereabouts.k8s.store')))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
 
 
-def test_the_store_path_imports_neither_http_client_nor_email():
-    """Both cost ~25 ms per invocation; http1.py speaks HTTP instead."""
+FORBIDDEN_ON_THE_ADD_PATH = ("kubernetes", "email", "http.client", "typing", "dataclasses", "yaml", "structlog")
+
+
+def test_a_real_add_imports_nothing_beyond_its_budget(cluster, namespace, tmp_path):
+    """The start-up budget, enforced once: every pod attach pays each import (doc/design.md has the
+    figures). A real ADD against the API server, with a JSON kubeconfig as the installer writes it."""
     import subprocess
     import sys
 
-    code = ("import sys, whereabouts.cni, whereabouts.ipam, whereabouts.store, whereabouts.kubeapi, "
-            "whereabouts.lock, whereabouts.log; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('http', 'email', 'typing', 'dataclasses')))")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+    kubeconfig = tmp_path / "kubeconfig.json"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "k", "cluster": {"server": cluster.server,
+                                                "certificate-authority": str(cluster.ca_file)}}],
+        "users": [{"name": "u", "user": {"token": cluster.token}}],
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u", "namespace": namespace}}]}))
+    config = conf(kubernetes={"kubeconfig": str(kubeconfig)}, node_lock_dir=str(tmp_path / "locks"),
+                  log_file=str(tmp_path / "log"))
+    code = ("import atexit, sys; atexit.register(lambda: print(' '.join(sorted(sys.modules)), file=sys.stderr)); "
+            "from whereabouts.__main__ import main; sys.exit(main())")
+    env = cni_env("ADD")
+    proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(config).encode(), env=env,
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout
+    assert json.loads(proc.stdout)["ips"][0]["address"] == "10.0.0.1/24"
+    loaded = proc.stderr.decode().split()
+    assert "whereabouts.plugin.verbs" in loaded and "ssl" in loaded
+    paid = sorted(m for m in loaded if m in FORBIDDEN_ON_THE_ADD_PATH or m.split(".")[0] in FORBIDDEN_ON_THE_ADD_PATH)
+    assert paid == [], f"the ADD path imports {paid}"
 
 
 def test_missing_command():

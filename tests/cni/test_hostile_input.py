@@ -132,10 +132,10 @@ def test_a_requested_address_with_a_zone_is_refused():
 
 
 def test_names_are_percent_encoded_in_request_paths():
-    from whereabouts.kubeapi import KubeAPI
-    from whereabouts.kubeconfig import Connection
+    from whereabouts.k8s.api import KubeAPI
+    from whereabouts.k8s.kubeconfig import ClusterAccess
 
-    api = KubeAPI(Connection(server="http://127.0.0.1:1", namespace="ns"))
+    api = KubeAPI(ClusterAccess(server="http://127.0.0.1:1", namespace="ns"))
     assert api.custom_path("ippools", "a b/c?d#e\r\n%") == (
         "/apis/whereabouts.cni.cncf.io/v1alpha1/namespaces/ns/ippools/a%20b%2Fc%3Fd%23e%0D%0A%25")
     assert api.lease_path("x/y") == "/apis/coordination.k8s.io/v1/namespaces/ns/leases/x%2Fy"

@@ -63,7 +63,7 @@ def run(exe: Path | str, env: dict[str, str], stdin: dict) -> subprocess.Complet
 
 def test_the_bundle_holds_no_test_tooling_and_no_python_launcher(bundle):
     internal = FOLDER / "_internal"
-    assert (internal / "whereabouts" / "cni.pyc").exists() and list(internal.glob("libpython3*"))
+    assert (internal / "whereabouts" / "plugin" / "cni.pyc").exists() and list(internal.glob("libpython3*"))
     names = {p.name for p in internal.iterdir()}
     assert not {"hypothesis", "pytest", "_pytest"} & names
     # No interpreter executable is shipped: the bootloader embeds libpython.

@@ -104,7 +104,7 @@ def test_installs_the_folder_the_symlink_the_flat_file_and_a_private_kubeconfig(
 
 
 def test_the_kubeconfig_is_read_by_the_plugin(node):
-    from whereabouts import kubeconfig
+    from whereabouts.k8s import kubeconfig
 
     fake_build(node.src, "0.1.0-aaaaaaaaaaaa")
     assert node.once().returncode == 0

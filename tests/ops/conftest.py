@@ -41,7 +41,7 @@ class Result:
 @pytest.fixture
 def wb(namespace_kubeconfig, capsys):
     """Run `whereabouts ARGS...` in this process, against the test namespace."""
-    from whereabouts.cli import main
+    from whereabouts.operator.cli import main
 
     def run(*argv: str) -> Result:
         capsys.readouterr()

@@ -10,7 +10,9 @@ import sys
 
 import pytest
 
+from tests.fakes.store import FakeStore
 from tests.helpers.cni import run
+from whereabouts.k8s.store import POOLS
 from tests.ops.conftest import Result, cli_env, run_cli
 
 COMMANDS = ["pools", "show", "check", "release", "reconcile"]
@@ -214,7 +216,7 @@ def offline(*argv: str) -> Result:
     import contextlib
     import io
 
-    from whereabouts.cli import main
+    from whereabouts.operator.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -245,7 +247,7 @@ def test_bad_arguments_are_usage_errors_naming_the_argument(argv, message):
 
 
 def test_request_timeout_defaults_to_ten_seconds():
-    from whereabouts.cli import build_parser
+    from whereabouts.operator.cli import build_parser
 
     assert build_parser().parse_args(["pools"]).request_timeout == 10
     assert build_parser().parse_args(["pools", "--request-timeout", "2.5"]).request_timeout == 2.5
@@ -276,7 +278,7 @@ def _kubeconfig(path, *servers: str):
 
 
 def test_context_picks_the_kubeconfig_context(tmp_path):
-    from whereabouts.kubeclient import KubeError, connect
+    from whereabouts.operator.kubeclient import KubeError, connect
 
     config = _kubeconfig(tmp_path / "config", "https://127.0.0.1:1", "https://127.0.0.2:2")
     assert (connect(str(config), None).server, connect(str(config), None).namespace) == ("https://127.0.0.1:1", "ns-0")
@@ -327,8 +329,8 @@ def test_a_loop_whose_sweeps_fail_exits_1(tmp_path):
 def test_a_loop_exits_with_the_status_of_its_last_sweep(monkeypatch, sweeps, status):
     import argparse
 
-    from whereabouts import cli
-    from whereabouts.kubeclient import KubeError
+    from whereabouts.operator import cli
+    from whereabouts.operator.kubeclient import KubeError
 
     todo = list(sweeps)
 
@@ -350,20 +352,13 @@ def test_a_loop_exits_with_the_status_of_its_last_sweep(monkeypatch, sweeps, sta
     assert todo == []
 
 
-class FakeKube:
-    """The reads `pools` and `show` make, over a fixed list of IPPool objects."""
-
-    namespace = "ns"
+class FakeKube(FakeStore):
+    """The operator's client over the in-memory store, holding the given IPPool objects."""
 
     def __init__(self, *pools: dict) -> None:
-        self.pools = pools
-
-    def list_pools(self, selector: str = "") -> list[dict]:
-        key, _, value = selector.partition("=")
-        return [p for p in self.pools if not selector or (p["metadata"].get("labels") or {}).get(key) == value]
-
-    def get_pool(self, name: str) -> dict | None:
-        return next((p for p in self.pools if p["metadata"]["name"] == name), None)
+        super().__init__("ns")
+        for pool in pools:
+            self.put(POOLS, pool)
 
     def close(self) -> None:
         pass
@@ -372,7 +367,7 @@ class FakeKube:
 @pytest.fixture
 def fake(monkeypatch):
     """Run `whereabouts ARGS...` in this process against a `FakeKube` of the given pools."""
-    from whereabouts import cli
+    from whereabouts.operator import cli
 
     def run(pools: list[dict], *argv: str) -> Result:
         monkeypatch.setattr(cli, "connect", lambda *a: FakeKube(*pools))
@@ -382,7 +377,7 @@ def fake(monkeypatch):
 
 
 def pool_obj(name: str, cidr: str, offsets, metadata: dict | None = None) -> dict:
-    from whereabouts.pool import new_pool_object
+    from whereabouts.core.pool import new_pool_object
 
     obj = new_pool_object(name, cidr, "ns", metadata)
     obj["spec"]["allocations"] = {str(o): {"id": f"c{o}" * 8, "podref": f"apps/p{o}", "ifname": "net1"}
@@ -392,18 +387,18 @@ def pool_obj(name: str, cidr: str, offsets, metadata: dict | None = None) -> dic
 
 def split_range(cidr: str, block_size: int, network_name: str = "", **offsets) -> list[dict]:
     """The blocks of a range as the plugin writes them; `blk<i>=[offsets]` fills block i."""
-    from whereabouts.blocks import Layout
-    from whereabouts.ranges import IPRange
+    from whereabouts.core.blocks import Layout
+    from whereabouts.core.ranges import IPRange
 
     net = ipaddress.ip_network(cidr)
     layout = Layout(IPRange(net, 1, net.num_addresses - 2), network_name, block_size)
-    return [pool_obj(b.name, b.view.cidr, offsets.get(f"blk{b.index}", ()), layout.metadata())
+    return [pool_obj(b.name, b.local.cidr, offsets.get(f"blk{b.index}", ()), layout.metadata())
             for b in layout.blocks() if f"blk{b.index}" in offsets]
 
 
 def test_block_label_is_the_plugins():
-    from whereabouts.blocks import BLOCK_OF_LABEL
-    from whereabouts.cli import block_label
+    from whereabouts.core.blocks import BLOCK_OF_LABEL
+    from whereabouts.operator.cli import block_label
 
     [block] = split_range("10.64.0.0/22", 256, "blue", blk2=[5])
     assert block["metadata"]["labels"][BLOCK_OF_LABEL] == block_label("blue-10.64.0.0-22")

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from whereabouts.audit import audit
-from whereabouts.reconcile import network_names, pairing, plan, snapshot, unchanged, view_pool
+from whereabouts.operator.audit import audit
+from whereabouts.operator.reconcile import network_names, pairing, plan, snapshot, unchanged, view_pool
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc)
 OLD = timedelta(minutes=10)
@@ -141,7 +141,7 @@ def test_blocks_of_a_split_range_use_their_parent_range():
 def test_in_a_pod_without_a_kubeconfig_the_service_account_is_used(tmp_path, monkeypatch):
     from kubernetes import config
 
-    from whereabouts.kubeclient import KubeError, connect
+    from whereabouts.operator.kubeclient import KubeError, connect
 
     missing = str(tmp_path / "none")
     with pytest.raises(KubeError, match="does not exist"):

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def sdist(tmp_path_factory) -> tarfile.TarFile:
     src = tmp_path_factory.mktemp("src") / "whereabouts"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
-        ".git", ".venv", ".cluster", "dist", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis",
+        ".git", ".venv", ".cluster", ".node", "dist", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis",
         "results"))
     out = src.parent / "out"
     subprocess.run([sys.executable, "-c", f"from setuptools import build_meta; build_meta.build_sdist({str(out)!r})"],
@@ -33,7 +33,7 @@ def test_the_sdist_carries_what_a_release_is_built_and_checked_from(sdist):
     names = {n.split("/", 1)[1] for n in sdist.getnames() if "/" in n}
     for path in ("doc/crds/whereabouts.cni.cncf.io_ippools.yaml", "doc/install/daemonset.yaml", "doc/operations.md",
                  "hack/setup.sh", "hack/build.sh", "cmd/whereabouts", "Dockerfile", "LICENSE",
-                 "tests/conftest.py", "tests/ops/test_cli.py", "bench/run.py", "whereabouts/cli.py"):
+                 "tests/conftest.py", "tests/ops/test_cli.py", "bench/run.py", "whereabouts/operator/cli.py"):
         assert path in names, path
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or n.startswith("bench/results")]
 

@@ -152,8 +152,10 @@ def test_a_sweep_racing_twenty_adds_frees_none_of_theirs(netconf, pools, pods, n
 def test_a_write_conflict_re_decides_on_a_fresh_read(netconf, pools, pods, namespace_kubeconfig):
     from datetime import datetime, timedelta, timezone
 
-    from whereabouts.kubeclient import connect
-    from whereabouts.reconcile import plan, snapshot, unchanged
+    from whereabouts.k8s.store import POOLS, RESERVATIONS
+    from whereabouts.operator.kubeclient import connect
+    from whereabouts.operator.reconcile import plan, snapshot, unchanged
+    from whereabouts.operator.release import release_reservations, remove_allocations
 
     ns = pods.namespace
     conf = netconf()
@@ -161,16 +163,16 @@ def test_a_write_conflict_re_decides_on_a_fresh_read(netconf, pools, pods, names
     run(conf, "ADD", container_id="d0", pod="dead-0", pod_namespace=ns).ok()
     kube = connect(str(namespace_kubeconfig), None)
     try:
-        snap = snapshot(kube.list_pools(), kube.list_reservations())
+        snap = snapshot(kube.list(POOLS), kube.list(RESERVATIONS))
         todo = plan(snap, kube.pod_refs(), datetime.now(timezone.utc), timedelta(0))
         assert [e.alloc.podref for e in todo.allocations] == [f"{ns}/web-0", f"{ns}/dead-0"]
         # web-0 comes back after the snapshot, and its new sandbox takes over the entry.
         pods.create("web-0")
         run(conf, "ADD", container_id="new", pod="web-0", pod_namespace=ns).ok()
         view = snap.pools[0]
-        removed = kube.remove_allocations(view.name, lambda v: unchanged(v, todo.allocations), first=view.pool.raw)
+        removed = remove_allocations(kube, view.name, lambda v: unchanged(v, todo.allocations), first=view.pool.raw)
         assert [r.alloc.podref for r in removed] == [f"{ns}/dead-0"]
-        assert [r.name for r in kube.release_reservations(removed)] == ["10.10.0.2"]
+        assert [r.name for r in release_reservations(kube, removed)] == ["10.10.0.2"]
     finally:
         kube.close()
     assert pools.allocations(POOL) == {"1": {"id": "new", "podref": f"{ns}/web-0", "ifname": "net1"}}

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from whereabouts.cni import run
+from whereabouts.plugin.cni import run
 
 ALLOWED_CODES = {1, 4, 5, 6, 7, 11, 50, 100, 101, 102, 103}
 COMMANDS = ["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION"]

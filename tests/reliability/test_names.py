@@ -5,9 +5,9 @@ import ipaddress
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from whereabouts.blocks import Layout
-from whereabouts.config import parse_range
-from whereabouts.pool import is_dns_subdomain, lease_name, pool_name, reservation_name
+from whereabouts.core.blocks import Layout
+from whereabouts.plugin.config import parse_range
+from whereabouts.core.pool import is_dns_subdomain, lease_name, pool_name, reservation_name
 
 network_names = st.one_of(st.just(""), st.from_regex(r"\A[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?\Z"))
 

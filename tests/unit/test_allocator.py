@@ -4,10 +4,11 @@ import ipaddress
 
 import pytest
 
-from whereabouts.allocator import check_requested, find_owned, lowest_free, match_requests
-from whereabouts.config import parse_range
+from whereabouts.core.allocator import check_requested, lowest_free, match_requests
+from whereabouts.plugin.config import parse_range
 from whereabouts.errors import AddressUnavailable, InvalidConfig, RangeExhausted
-from whereabouts.pool import Allocation
+from whereabouts.core.ownership import attached, find_owned
+from whereabouts.core.pool import Allocation
 
 
 def test_lowest_free_skips_taken_and_excluded():
@@ -53,11 +54,11 @@ def test_huge_exclusion_is_skipped_in_one_step():
 
 def test_find_owned_by_pod_and_interface_or_by_container():
     allocs = {1: Allocation("c1", "ns/a", "net1"), 2: Allocation("c2", "", "net1")}
-    assert find_owned(allocs, "ns/a", "net1", "other") == 1
-    assert find_owned(allocs, "ns/a", "net2", "c1") is None
-    assert find_owned(allocs, "", "net1", "c2") == 2
-    assert [o for o, a in allocs.items() if a.attached_to("c1", "net1")] == [1]
-    assert [o for o, a in allocs.items() if a.attached_to("c1", "eth0")] == []
+    assert find_owned(allocs, Allocation("other", "ns/a", "net1")) == 1
+    assert find_owned(allocs, Allocation("c1", "ns/a", "net2")) is None
+    assert find_owned(allocs, Allocation("c2", "", "net1")) == 2
+    assert [o for o, a in allocs.items() if attached(a, "c1", "net1")] == [1]
+    assert [o for o, a in allocs.items() if attached(a, "c1", "eth0")] == []
 
 
 def test_check_requested():

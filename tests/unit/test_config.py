@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from whereabouts.config import load_ipam, merge_flat, parse_cni_args, parse_ipam, requested_ips
+from whereabouts.plugin.config import load_ipam, merge_flat, parse_cni_args, parse_ipam, requested_ips
 from whereabouts.errors import InvalidConfig, InvalidEnvironment
 
 KUBE = {"kubeconfig": "/etc/kube.conf"}

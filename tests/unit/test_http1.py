@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from whereabouts import http1
-from whereabouts.http1 import Connection, DeadlineExceeded, Disconnected, ProtocolError
+from whereabouts.k8s import http1
+from whereabouts.k8s.http1 import Connection, DeadlineExceeded, Disconnected, ProtocolError
 
 
 class Server:

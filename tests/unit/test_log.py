@@ -4,7 +4,7 @@ import json
 import os
 import re
 
-from whereabouts.log import Log, open_log
+from whereabouts.plugin.log import Log, open_log
 
 
 def lines(path) -> list[dict]:
@@ -40,7 +40,7 @@ def test_levels_filter(tmp_path):
 def test_values_json_cannot_encode_are_written_as_repr(tmp_path):
     path = tmp_path / "w.log"
     open_log(str(path), "info").info("done", thing=Log())
-    assert lines(path)[0]["thing"].startswith("<whereabouts.log.Log object")
+    assert lines(path)[0]["thing"].startswith("<whereabouts.plugin.log.Log object")
 
 
 def test_a_full_disk_drops_the_line(tmp_path):

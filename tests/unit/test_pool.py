@@ -5,7 +5,7 @@ import ipaddress
 import pytest
 
 from whereabouts.errors import CorruptPool
-from whereabouts.pool import (Allocation, decode_pool, is_dns_subdomain, lease_name, new_pool_object, pool_name,
+from whereabouts.core.pool import (Allocation, decode_pool, is_dns_subdomain, lease_name, new_pool_object, pool_name,
                               remove_allocation, reservation_name, set_allocation)
 
 

@@ -1,8 +1,7 @@
 """The HTTP/1.1 this plugin speaks to the API server, on a plain or TLS socket.
 
-Not `http.client`: importing it loads the `email` package, which costs about a
-quarter of a whole ADD (~25 ms of ~100 on the project's machines), paid on every
-pod attach. The API server needs little: a request with an optional JSON body,
+Not `http.client`, whose import loads the `email` package on every pod attach (the
+start-up table in doc/design.md has the figures). The API server needs little: a request with an optional JSON body,
 and a response framed by Content-Length, chunked transfer coding, or the end of
 the connection. Anything else is a `ProtocolError`.
 """
@@ -33,7 +32,7 @@ class DeadlineExceeded(TimeoutError):
     """The answer did not arrive in full before the connection's deadline."""
 
 
-class Response:
+class ResponseHead:
     __slots__ = ("status", "headers", "chunked", "length", "will_close")
 
     def __init__(self, status: int, headers: dict[str, str]) -> None:
@@ -73,7 +72,7 @@ class Connection:
         self._buf = bytearray()  # deleting from the front of a bytearray is cheap; `bytes +=` is quadratic
         self._chunk_left = 0  # bytes left in the current chunk of a chunked body
         self._body_left = MAX_BODY  # body bytes the current response may still bring
-        self._resp: Response | None = None
+        self._resp: ResponseHead | None = None
         self._body_done = True
 
     def _left(self) -> float:
@@ -153,7 +152,7 @@ class Connection:
             if not self._fill():
                 raise Disconnected("connection closed")
 
-    def response(self) -> Response:
+    def response(self) -> ResponseHead:
         """Read a status line and headers (skipping a few 1xx answers); the body is read afterwards."""
         for _ in range(MAX_INFORMATIONAL + 1):
             try:
@@ -177,7 +176,7 @@ class Connection:
                 raise ProtocolError("too many headers")
             if 100 <= status < 200:
                 continue
-            resp = Response(status, headers)
+            resp = ResponseHead(status, headers)
             if status in (204, 304):
                 resp.length, resp.chunked = 0, False
             self._resp, self._body_done, self._chunk_left, self._body_left = resp, False, 0, MAX_BODY
@@ -266,7 +265,7 @@ class Connection:
                 return bytes(out)
         return bytes(out)
 
-    def _finish(self, resp: Response) -> None:
+    def _finish(self, resp: ResponseHead) -> None:
         self._body_done, self._resp = True, None
         if resp.will_close:
             self.close()

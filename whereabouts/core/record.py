@@ -1,14 +1,14 @@
 """A small value-class base for the per-invocation path.
 
 `dataclasses` imports `inspect` (and with it `ast`, `dis`, `tokenize`) and builds
-each class with `exec`: together ~10-15 ms that every pod attach would pay. A
+each class with `exec`, which every pod attach would pay. A
 `Record` gets its fields from `__slots__`, its defaults from `_defaults`, and
 compares and prints by value, which is all these classes need.
 """
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the hot path (~3 ms)
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 

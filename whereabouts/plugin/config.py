@@ -14,15 +14,15 @@ import os
 
 from whereabouts.errors import InvalidConfig, InvalidEnvironment
 from whereabouts.files import read_regular_file
-from whereabouts.pool import is_dns_subdomain
-from whereabouts.ranges import IPRange, merge_intervals
-from whereabouts.record import Record
+from whereabouts.core.pool import is_dns_subdomain
+from whereabouts.core.ranges import IPRange, merge_intervals, usable_span
+from whereabouts.core.record import Record
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the hot path (~3 ms)
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from whereabouts.ranges import Address, Network
+    from whereabouts.core.ranges import Address, Network
 
 FLAT_FILE_PATHS = (
     "/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.conf",
@@ -252,7 +252,7 @@ def parse_range(
         last_ip = _ip(sub + "range_end", end)
 
     base = int(network.network_address)
-    span_first, span_last = 1, network.num_addresses - 2
+    span_first, span_last = usable_span(network)
     if span_last < span_first:
         raise _bad(key, spec, f"a /{network.prefixlen} has no usable address (network and broadcast are reserved)")
     first, last = span_first, span_last

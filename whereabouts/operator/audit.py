@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 
-from whereabouts.reconcile import PoolView, Snapshot, pairing
+from whereabouts.operator.reconcile import PoolView, Snapshot, pairing
 
 UNDECODABLE = "undecodable"
 OUT_OF_RANGE = "out-of-range"

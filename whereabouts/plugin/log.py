@@ -1,8 +1,7 @@
 """Structured log: one JSON object per line in `log_file`.
 
-Written with `json` rather than structlog: importing structlog costs some 70-85 ms,
-paid on every pod attach with a `log_file`, which is most of an ADD; `json` is
-loaded anyway. The file is opened append-only, created 0600, never through a
+Written with `json`, which is loaded anyway, rather than structlog, whose import
+would be paid on every pod attach with a `log_file` (doc/design.md, *Start-up cost*). The file is opened append-only, created 0600, never through a
 symlink (O_NOFOLLOW), so a planted link cannot redirect it, and only if it is a
 regular file (a FIFO would block the attach).
 Callers pass plain fields; no token, key or certificate is ever handed to a log.
@@ -17,7 +16,7 @@ import time
 
 from whereabouts.files import open_append
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the hot path (~3 ms)
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 

@@ -2,8 +2,8 @@
 
 Addresses are handled as integer offsets from the network address, which is also
 how `IPPool.spec.allocations` keys them, so IPv6 ranges of any width are exact.
-The stdlib `ipaddress` is used rather than `netaddr` because this module is on
-the per-invocation path and `ipaddress` costs a fraction of the import time.
+The stdlib `ipaddress` is used rather than `netaddr`: this module is on the
+per-invocation path (doc/design.md, *Start-up cost*).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import ipaddress
 
-from whereabouts.record import Record
+from whereabouts.core.record import Record
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -63,14 +63,11 @@ class IPRange(Record):
             return self.excluded[i][1]
         return None
 
-    def dynamic_capacity(self) -> int:
-        """How many offsets can be handed out dynamically (the span less exclusions)."""
-        blocked = sum(
-            min(hi, self.last) - max(lo, self.first) + 1
-            for lo, hi in self.excluded
-            if hi >= self.first and lo <= self.last
-        )
-        return self.size - blocked
+
+def usable_span(network: Network) -> tuple[int, int]:
+    """The first and last offset a network hands out: network+1 to broadcast-1, for IPv6 too
+    (first > last when there is none: a /31, /32, /127, /128)."""
+    return 1, network.num_addresses - 2
 
 
 def _low(interval: tuple[int, int]) -> int:

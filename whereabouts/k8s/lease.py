@@ -1,8 +1,6 @@
-"""Mutual exclusion per pool: a node-local file lock, then a cluster-wide Lease.
+"""The cluster-wide half of mutual exclusion per pool: a `coordination.k8s.io/v1` Lease.
 
-The file lock makes the invocations of one node queue locally (a blocking flock
-hands over at once), so at most one process per node and pool talks to the Lease.
-The Lease follows client-go's leader-election rules: take it when it is free, ours,
+(The node-local half, taken first, is `whereabouts.plugin.nodelock`.) The Lease follows client-go's leader-election rules: take it when it is free, ours,
 or when its record has not changed for its duration since we first observed it. A
 waiter also trusts the record itself: a Lease whose `renewTime` plus duration (and a
 margin for clock skew between nodes) lies in the past is expired, so a dead holder's
@@ -13,29 +11,23 @@ section is not taken over by a waiter (ours, or the Go plugin's on the shared Le
 
 Neither lock is what keeps addresses unique: every pool write carries the
 resourceVersion it read. The locks only keep writers from colliding.
-
-`fcntl.flock` is used directly rather than `filelock`: `filelock` waits by polling
-(50 ms steps by default) and its import costs more than this whole module, both
-paid on every pod attach.
 """
 
 from __future__ import annotations
 
 import _thread
-import fcntl
 import math
-import os
 import time
 import urllib.parse
 
 from whereabouts.errors import IOFailure, OutcomeUnknown, TryAgainLater
-from whereabouts.kubeapi import dig
+from whereabouts.k8s.store import dig
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the hot path (~3 ms)
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from whereabouts.kubeapi import KubeAPI, Watch
+    from whereabouts.k8s.api import KubeAPI, Watch
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "whereabouts"}
 # A release only spares the next holder the Lease's expiry: it must not keep a finished
@@ -64,73 +56,17 @@ def parse_micro_time(text: Any) -> float | None:
     return when.timestamp() if when.tzinfo is not None else None
 
 
-class _Timeout(Exception):
-    pass
-
-
-def _raise_timeout(signum: int, frame: Any) -> None:
-    raise _Timeout()
-
-
-class NodeLock:
-    """An exclusive flock on `<dir>/<name>.lock`, waited for until `deadline` (monotonic)."""
-
-    def __init__(self, directory: str, name: str, deadline: float) -> None:
-        self.path = os.path.join(directory, f"{name}.lock")
-        self.directory = directory
-        self.deadline = deadline
-        self.fd: int | None = None
-        self.waited = 0.0
-
-    def acquire(self) -> bool:
-        """True when held; False when the directory cannot be used (we then rely on the Lease alone)."""
-        try:
-            os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        except OSError:
-            return False
-        start = time.monotonic()
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            import signal
-
-            left = self.deadline - start
-            if left <= 0:
-                os.close(fd)
-                raise TryAgainLater(f"node lock {self.path} not obtained before the deadline") from None
-            previous = signal.signal(signal.SIGALRM, _raise_timeout)
-            signal.setitimer(signal.ITIMER_REAL, left)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except _Timeout:
-                os.close(fd)
-                raise TryAgainLater(
-                    f"node lock {self.path} still held by another invocation after {left:.1f}s"
-                ) from None
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                signal.signal(signal.SIGALRM, previous)
-        self.waited = time.monotonic() - start
-        self.fd = fd
-        return True
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing drops the flock
-            self.fd = None
-
-
 class LeaseLock:
     """A `coordination.k8s.io/v1` Lease held for the span of one pool update."""
 
     def __init__(self, api: KubeAPI, name: str, identity: str, duration_ms: int, deadline: float,
-                 renew_ms: int = 500) -> None:
+                 renew_ms: int = 500, renew_deadline_ms: int = 1000) -> None:
         self.api = api
         self.name = name
         self.identity = identity
         self.duration_s = max(1, math.ceil(duration_ms / 1000))
         self.renew_s = renew_ms / 1000
+        self.renew_deadline_s = renew_deadline_ms / 1000
         self.deadline = deadline
         self.held: dict[str, Any] | None = None
         self.waited = 0.0
@@ -211,19 +147,35 @@ class LeaseLock:
         return expires
 
     def _renew(self, api: KubeAPI) -> None:
-        """Renew the held Lease every retry period until released (runs on its own thread and
-        connection). A failed renewal stops renewing: the pool write's resourceVersion still
-        keeps addresses unique, the Lease only keeps writers from colliding."""
+        """Renew the held Lease every retry period until released (on its own thread and connection).
+
+        As in client-go, a renewal that got no answer is tried again each period until the renew
+        deadline has passed since the last one that succeeded; a Lease taken over (a 409) or past
+        that deadline is given up. The pool write's resourceVersion still keeps addresses unique:
+        the Lease only keeps writers from colliding.
+        """
+        renewed = time.monotonic()
         try:
             while not self._stop.acquire(timeout=self.renew_s):
                 with self._guard:
                     if self.held is None:
                         return
                     spec = {**(dig(self.held, "spec") or {}), "renewTime": micro_time()}
-                    resp = api.request("PUT", api.lease_path(self.name), {**self.held, "spec": spec})
+                    try:
+                        resp = api.request("PUT", api.lease_path(self.name), {**self.held, "spec": spec},
+                                           timeout=self.renew_deadline_s)
+                    except TryAgainLater:  # no answer (OutcomeUnknown included): the next PUT settles it
+                        if time.monotonic() - renewed >= self.renew_deadline_s:
+                            return
+                        continue
+                    if resp.status == 409:  # taken over, or our previous renewal applied unseen
+                        current = api.request("GET", api.lease_path(self.name), timeout=self.renew_deadline_s)
+                        if current.status == 200 and dig(current.body, "spec", "holderIdentity") == self.identity:
+                            self.held = current.body
+                            continue
                     if resp.status != 200:
                         return
-                    self.held = resp.body
+                    self.held, renewed = resp.body, time.monotonic()
                     self.renewals += 1
         except Exception:  # noqa: BLE001 - see above; the main thread reports what matters
             return

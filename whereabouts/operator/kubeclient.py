@@ -1,6 +1,6 @@
 """The operator commands' access to Kubernetes, through the official `kubernetes` client.
 
-The CNI verbs use the lean `whereabouts.kubeapi` because every pod attach pays for
+The CNI verbs use the lean `whereabouts.k8s.api` because every pod attach pays for
 start-up; the operator commands are long-running or interactive, so they use the
 official client and its full kubeconfig support. Every API failure becomes a
 `KubeError` with a one-line message here, so the CLI never shows a traceback.
@@ -10,25 +10,18 @@ one `--request-timeout`, not four 30-second attempts.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
-import random
 import sys
-import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from whereabouts.errors import CorruptPool
-from whereabouts.kubeconfig import DEFAULT_NAMESPACE
-from whereabouts.pool import GROUP, VERSION, Allocation, remove_allocation
-from whereabouts.reconcile import PoolView, Reservation, snapshot, unheld, view_pool
-from whereabouts.store import POOLS, RESERVATIONS
+from whereabouts.k8s.kubeconfig import DEFAULT_NAMESPACE
+from whereabouts.core.pool import GROUP, VERSION
+from whereabouts.k8s.store import Store
 
 DEFAULT_TIMEOUT = 10.0
 PAGE = 500
-MAX_CONFLICTS = 20
 T = TypeVar("T")
 
 
@@ -80,17 +73,8 @@ def _unreachable(e: Exception, server: str, timeout: float) -> str:
     return f"{server}: {_message(e)}"
 
 
-@dataclass
-class Removed:
-    """An entry a pool write took out."""
-
-    pool: PoolView
-    offset: int
-    alloc: Allocation
-
-
-class Kube:
-    """The calls the operator commands make, in one namespace for whereabouts objects."""
+class Kube(Store):
+    """The Store over the official client, and the other calls the operator commands make."""
 
     def __init__(self, api: Any, namespace: str, timeout: float) -> None:
         from kubernetes import client
@@ -120,7 +104,7 @@ class Kube:
         except (HTTPError, OSError) as e:
             raise KubeError(f"{what}: {_unreachable(e, self.server, self.timeout)}") from None
 
-    # --- pools and reservations ------------------------------------------------------
+    # --- the Store interface (whereabouts.k8s.store) -------------------------------------
 
     def _custom(self, verb: str, plural: str, *args: Any, absent: tuple[int, ...] = (), **kw: Any) -> Any:
         """`<verb>_namespaced_custom_object` on our group in our namespace."""
@@ -128,74 +112,24 @@ class Kube:
         what = f"cannot {verb} {plural} {args[0] if args else ''}".rstrip() + f" in namespace {self.namespace}"
         return self._call(what, lambda **t: method(GROUP, VERSION, self.namespace, plural, *args, **kw, **t), absent)
 
-    def list_pools(self, selector: str = "") -> list[dict[str, Any]]:
-        """The IPPools of the namespace; `selector` (a label selector) narrows them, e.g. to the blocks of a range."""
-        return list(self._custom("list", POOLS, label_selector=selector or None).get("items") or [])
+    def get(self, plural: str, name: str) -> dict[str, Any] | None:
+        return self._custom("get", plural, name, absent=(404,))
 
-    def get_pool(self, name: str) -> dict[str, Any] | None:
-        return self._custom("get", POOLS, name, absent=(404,))
+    def create(self, plural: str, obj: dict[str, Any]) -> dict[str, Any] | None:
+        return self._custom("create", plural, obj, absent=(409,))
 
-    def list_reservations(self) -> list[dict[str, Any]]:
-        return list(self._custom("list", RESERVATIONS).get("items") or [])
+    def replace(self, plural: str, obj: dict[str, Any]) -> dict[str, Any] | None:
+        return self._custom("replace", plural, obj["metadata"]["name"], obj, absent=(404, 409))
 
-    def get_reservation(self, name: str) -> dict[str, Any] | None:
-        return self._custom("get", RESERVATIONS, name, absent=(404,))
-
-    def replace_pool(self, obj: dict[str, Any]) -> bool:
-        """Write the pool if it is unchanged since it was read (its resourceVersion); False on a conflict."""
-        return self._custom("replace", POOLS, obj["metadata"]["name"], obj, absent=(404, 409)) is not None
-
-    def delete_reservation(self, name: str, resource_version: str) -> bool:
-        """Delete a reservation only as it was read; False when it changed or is gone."""
+    def delete(self, plural: str, name: str, resource_version: str) -> bool:
         from kubernetes import client
 
         body = client.V1DeleteOptions(preconditions=client.V1Preconditions(resource_version=resource_version))
-        return self._custom("delete", RESERVATIONS, name, body=body, absent=(404, 409)) is not None
+        return self._custom("delete", plural, name, body=body, absent=(404, 409)) is not None
 
-    def remove_allocations(self, name: str, choose: Callable[[PoolView], Iterable[int]],
-                           first: dict[str, Any] | None = None) -> list[Removed]:
-        """Remove the entries `choose` picks, deciding again from a fresh read after each conflict.
-
-        `first` is the pool as already read: its resourceVersion makes the write fail
-        if anything changed since, so nothing decided on an old read is ever written.
-        """
-        obj = first
-        for attempt in range(MAX_CONFLICTS):
-            obj = copy.deepcopy(obj) if obj is not None else self.get_pool(name)
-            if obj is None:
-                return []
-            try:
-                view = view_pool(obj)
-            except CorruptPool as e:
-                raise KubeError(f"IPPool {name} cannot be decoded ({e.msg}); not touching it") from None
-            removed = [Removed(view, o, view.pool.allocations[o]) for o in choose(view)]
-            if not removed:
-                return []
-            for r in removed:
-                remove_allocation(view.pool, r.offset)
-            if self.replace_pool(view.pool.raw):
-                return removed
-            obj = None
-            time.sleep(min(0.5, 0.01 * 2**attempt) * random.uniform(0.5, 1.5))
-        raise KubeError(f"IPPool {name}: {MAX_CONFLICTS} write conflicts in a row; try again")
-
-    def release_reservations(self, removed: list[Removed]) -> list[Reservation]:
-        """Delete the reservations the removed entries held, unless an entry still in a pool holds one too.
-
-        With named networks one address can be held by one pod in two pools, and a
-        pool's name admits several network names: the pools are read again to tell.
-        Each deletion is conditional on the reservation being as read.
-        """
-        held: dict[str, Reservation] = {}
-        for r in removed:
-            for name in r.pool.reservation_names(r.offset):
-                obj = self.get_reservation(name)
-                if obj is not None and Reservation(obj).held_by(r.alloc):
-                    held[name] = Reservation(obj)
-        if not held:
-            return []
-        free = unheld(snapshot(self.list_pools(), [res.raw for res in held.values()]))
-        return [res for res in free if self.delete_reservation(res.name, res.resource_version)]
+    def list(self, plural: str, label_selector: str = "") -> list[dict[str, Any]]:
+        """Every object of the namespace; `label_selector` narrows them, e.g. to the blocks of a range."""
+        return list(self._custom("list", plural, label_selector=label_selector or None).get("items") or [])
 
     # --- pods --------------------------------------------------------------------------
 

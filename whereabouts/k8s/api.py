@@ -1,9 +1,8 @@
 """A lean HTTPS client for the few Kubernetes API calls one invocation makes.
 
-Our own HTTP/1.1 (`http1.py`) + `ssl` over one kept-alive connection: a whole
-Lease and IPPool round costs ~70 ms this way against ~290 ms through the
-official client. Every
-failure becomes a CNI error here: unreachable or overloaded servers are transient
+Our own HTTP/1.1 (`http1.py`) + `ssl` over one kept-alive connection, rather than
+the official client, whose import alone costs more than a whole ADD (doc/design.md,
+*Start-up cost*). Every failure becomes a CNI error here: unreachable or overloaded servers are transient
 (code 11), refusals are I/O failures (code 5) that name what was refused.
 """
 
@@ -17,14 +16,14 @@ import urllib.parse
 
 from whereabouts.errors import InvalidConfig, IOFailure, OutcomeUnknown, TryAgainLater
 from whereabouts.files import FileRefused, read_regular_file
-from whereabouts.http1 import Connection as HTTPConnection
-from whereabouts.record import Record
+from whereabouts.k8s.http1 import Connection as HTTPConnection
+from whereabouts.core.record import Record
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the hot path (~3 ms)
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from whereabouts.kubeconfig import Connection
+    from whereabouts.k8s.kubeconfig import ClusterAccess
 
 # The longest one request may take, within the invocation's deadline. After one request timed out
 # the server is taken as unreachable for the rest of the invocation (see `KubeAPI.request`).
@@ -41,15 +40,6 @@ class Response(Record):
         return str(self.body.get("message") or self.body.get("reason") or "")
 
 
-def dig(obj: Any, *keys: str) -> Any:
-    """`obj[k1][k2]...`, or None where a level is missing or not an object (a malformed answer)."""
-    for key in keys:
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(key)
-    return obj
-
-
 def _pem_path(data: bytes, name: str) -> str:
     """A path for in-memory PEM data, so `-data` keys never touch the disk."""
     fd = os.memfd_create(name)
@@ -57,7 +47,7 @@ def _pem_path(data: bytes, name: str) -> str:
     return f"/proc/self/fd/{fd}"
 
 
-def ssl_context(conn: Connection) -> ssl.SSLContext:
+def ssl_context(conn: ClusterAccess) -> ssl.SSLContext:
     """TLS as the kubeconfig says. Its files are read as regular files of bounded size (see files.py)
     and handed to `ssl` as data, so that a FIFO or a device named there cannot block or exhaust us."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -86,7 +76,7 @@ def ssl_context(conn: Connection) -> ssl.SSLContext:
 class KubeAPI:
     """Requests against one API server, all bounded by one deadline."""
 
-    def __init__(self, conn: Connection, deadline: float | None = None) -> None:
+    def __init__(self, conn: ClusterAccess, deadline: float | None = None) -> None:
         self.conn = conn
         self.namespace = conn.namespace
         self.deadline = deadline
@@ -200,8 +190,23 @@ class KubeAPI:
         raise IOFailure(f"API server answered {status} on {what}: {resp.reason}")
 
     def watch(self, path: str, timeout: float) -> Watch:
-        """A watch on a connection of its own, for at most `timeout` seconds."""
-        return Watch(self, path, min(time.monotonic() + timeout, self._until()))
+        """A watch on a connection of its own, for at most `timeout` seconds (a broken one yields no events)."""
+        until = min(time.monotonic() + timeout, self._until())
+        conn: HTTPConnection | None = None
+        try:
+            conn = self._connect(until)
+            sep = "&" if "?" in path else "?"
+            seconds = max(1, int(until - time.monotonic()) + 1)
+            conn.request("GET", f"{self._prefix}{path}{sep}watch=1&timeoutSeconds={seconds}", None, self._headers)
+            resp = conn.response()
+            if resp.status != 200 or not resp.chunked:
+                conn.close()
+                conn = None
+        except OSError:
+            if conn is not None:
+                conn.close()
+            conn = None
+        return Watch(conn)
 
     def sibling(self) -> KubeAPI:
         """The same server and credentials on a connection of its own, for another thread."""
@@ -218,7 +223,7 @@ class KubeAPI:
     # --- paths ---------------------------------------------------------------------
 
     def custom_path(self, plural: str, name: str = "") -> str:
-        from whereabouts.pool import GROUP, VERSION
+        from whereabouts.core.pool import GROUP, VERSION
 
         return self._path(f"/apis/{GROUP}/{VERSION}", plural, name)
 
@@ -238,19 +243,8 @@ def _quote(segment: str) -> str:
 class Watch:
     """The event stream of one watch request; each read waits only as long as the caller says."""
 
-    def __init__(self, api: KubeAPI, path: str, until: float) -> None:
-        self._conn: HTTPConnection | None = None
-        try:
-            conn = api._connect(until)
-            self._conn = conn
-            sep = "&" if "?" in path else "?"
-            seconds = max(1, int(until - time.monotonic()) + 1)
-            conn.request("GET", f"{api._prefix}{path}{sep}watch=1&timeoutSeconds={seconds}", None, api._headers)
-            resp = conn.response()
-            if resp.status != 200 or not resp.chunked:
-                self.close()
-        except OSError:
-            self.close()
+    def __init__(self, conn: HTTPConnection | None) -> None:
+        self._conn = conn
 
     def next(self, until: float) -> dict[str, Any] | None:
         """The next event, or None when the stream ended, failed, or nothing came before `until` (monotonic).

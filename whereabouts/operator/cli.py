@@ -2,8 +2,8 @@
 
 Run with arguments, `whereabouts` is this CLI (without, it is the CNI plugin):
 `pools`, `show`, `check`, `release` and `reconcile`. Each command reads and writes
-through `whereabouts.kubeclient`; the decisions are the pure functions of
-`whereabouts.reconcile` and `whereabouts.audit`. Failures are one line on stderr.
+through `whereabouts.operator.kubeclient`; the decisions are the pure functions of
+`whereabouts.operator.reconcile` and `whereabouts.operator.audit`. Failures are one line on stderr.
 """
 
 from __future__ import annotations
@@ -24,13 +24,15 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from whereabouts import __version__
-from whereabouts.audit import audit
-from whereabouts.blocks import BLOCK_OF_LABEL, parent_pool_name
+from whereabouts.core.blocks import BLOCK_OF_LABEL, parent_pool_name
+from whereabouts.core.pool import Allocation, is_dns_subdomain, pool_name, reservation_name
+from whereabouts.core.ranges import Address
 from whereabouts.errors import CorruptPool
-from whereabouts.kubeclient import DEFAULT_TIMEOUT, Kube, KubeError, connect
-from whereabouts.pool import Allocation, is_dns_subdomain, pool_name, reservation_name
-from whereabouts.ranges import Address
-from whereabouts.reconcile import (Entry, Plan, PoolView, Reservation, Snapshot, orphan_reservations, pairing, plan,
+from whereabouts.k8s.store import POOLS, RESERVATIONS
+from whereabouts.operator.audit import audit
+from whereabouts.operator.kubeclient import DEFAULT_TIMEOUT, Kube, KubeError, connect
+from whereabouts.operator.release import release_reservations, remove_allocations
+from whereabouts.operator.reconcile import (Entry, Plan, PoolView, Reservation, Snapshot, orphan_reservations, pairing, plan,
                                    snapshot, unchanged, view_pool)
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -119,7 +121,7 @@ def _usage(name: str, cidr: str, capacity: int, views: Iterable[PoolView]) -> di
 
 def cmd_pools(args: argparse.Namespace, kube: Kube) -> int:
     """One row per configured range: a range split into blocks is summed over its blocks (listed with -o wide)."""
-    snap = snapshot(kube.list_pools())
+    snap = snapshot(kube.list(POOLS))
     ranges: dict[tuple[str, str, bool], list[PoolView]] = {}
     for view in snap.pools:
         key = (range_name(view), str(view.parent or view.rng.network), view.parent is not None)
@@ -159,8 +161,8 @@ def block_label(name: str) -> str:
 def cmd_show(args: argparse.Namespace, kube: Kube) -> int:
     """The allocations of one IPPool or, when no IPPool has that name, of every block of the range named so."""
     name = args.pool
-    obj = kube.get_pool(name)
-    objs = [obj] if obj is not None else kube.list_pools(f"{BLOCK_OF_LABEL}={block_label(name)}")
+    obj = kube.get(POOLS, name)
+    objs = [obj] if obj is not None else kube.list(POOLS, f"{BLOCK_OF_LABEL}={block_label(name)}")
     if not objs:
         raise Refused(f"no IPPool {name} in namespace {kube.namespace}, nor blocks of a range of that name "
                       "(`whereabouts pools` lists them)")
@@ -205,7 +207,7 @@ def cmd_show(args: argparse.Namespace, kube: Kube) -> int:
 
 
 def cmd_check(args: argparse.Namespace, kube: Kube) -> int:
-    snap = snapshot(kube.list_pools(), kube.list_reservations())
+    snap = snapshot(kube.list(POOLS), kube.list(RESERVATIONS))
     expect = {"auto": None, "yes": True, "no": False}[args.expect_reservations]
     findings = audit(snap, expect)
     counts = f"{len(snap.pools) + len(snap.broken)} pool(s) and {len(snap.reservations)} reservation(s)"
@@ -237,7 +239,7 @@ def _asked(args: argparse.Namespace) -> str:
 
 def cmd_release(args: argparse.Namespace, kube: Kube) -> int:
     ip = args.address
-    snap = snapshot(kube.list_pools(), kube.list_reservations())
+    snap = snapshot(kube.list(POOLS), kube.list(RESERVATIONS))
     views = {v.name: v for v in snap.pools
              if args.pool in (None, v.name, range_name(v)) and ip.version == v.rng.version and ip in v.rng.network}
     holders = [Entry(v.name, o, ip, v.pool.allocations[o], v.reservation_names(o))
@@ -255,12 +257,12 @@ def cmd_release(args: argparse.Namespace, kube: Kube) -> int:
     if entry.alloc.podref and not args.force and kube.pod_exists(entry.alloc.podref):
         raise Refused(f"pod {entry.alloc.podref} still exists: another pod could get {ip} while it is in use "
                       "(delete the pod, or add --force)")
-    removed = kube.remove_allocations(entry.pool, lambda view: unchanged(view, [entry]),
+    removed = remove_allocations(kube, entry.pool, lambda view: unchanged(view, [entry]),
                                       first=views[entry.pool].pool.raw)
     if not removed:
         raise Refused(f"the entry of {ip} in pool {entry.pool} changed while releasing it: nothing released")
     freed = [_entry_freed(entry.pool, ip, entry.alloc, "released")]
-    freed += [_reservation_freed(r, str(ip), "released") for r in kube.release_reservations(removed)]
+    freed += [_reservation_freed(r, str(ip), "released") for r in release_reservations(kube, removed)]
     _emit_freed(args, kube, freed, "released", "Released")
     return EXIT_OK
 
@@ -277,7 +279,7 @@ def _release_reservation(args: argparse.Namespace, kube: Kube, ip: Address, snap
     if not mine:
         who = ", ".join(f"{r.name} (pod {r.podref or '-'})" for r in found)
         raise Refused(f"{ip} is reserved by {who}, not by {_asked(args)}: nothing released")
-    freed = [_reservation_freed(r, str(ip), "released") for r in mine if kube.delete_reservation(r.name,
+    freed = [_reservation_freed(r, str(ip), "released") for r in mine if kube.delete(RESERVATIONS, r.name,
                                                                                                  r.resource_version)]
     if not freed:
         raise Refused(f"the reservation of {ip} changed while releasing it: nothing released")
@@ -316,9 +318,9 @@ class Sweep:
 
 
 def sweep(kube: Kube, grace: timedelta, dry_run: bool) -> Sweep:
-    """One pass. Reads reservations, then pools, then pods: the order `whereabouts.reconcile` relies on."""
-    reservation_objs = kube.list_reservations()
-    snap = snapshot(kube.list_pools(), reservation_objs)
+    """One pass. Reads reservations, then pools, then pods: the order `whereabouts.operator.reconcile` relies on."""
+    reservation_objs = kube.list(RESERVATIONS)
+    snap = snapshot(kube.list(POOLS), reservation_objs)
     now = datetime.now(timezone.utc)
     todo = plan(snap, kube.pod_refs(), now, grace)
     done = Sweep(young=todo.young)
@@ -339,11 +341,11 @@ def _free_entries(kube: Kube, view: PoolView, entries: list[Entry], todo: Plan, 
                            for r in todo.companions[(e.pool, e.offset)]]
         return
     try:
-        removed = kube.remove_allocations(view.name, lambda v: unchanged(v, entries), first=view.pool.raw)
+        removed = remove_allocations(kube, view.name, lambda v: unchanged(v, entries), first=view.pool.raw)
         done.freed += [_entry_freed(r.pool.name, r.pool.address(r.offset), r.alloc, reason) for r in removed]
         addresses = {n: str(r.pool.address(r.offset)) for r in removed for n in r.pool.reservation_names(r.offset)}
         done.freed += [_reservation_freed(res, addresses[res.name], "its allocation is freed")
-                       for res in kube.release_reservations(removed)]
+                       for res in release_reservations(kube, removed)]
     except KubeError as e:
         done.errors.append(str(e))
 
@@ -355,10 +357,10 @@ def _free_orphans(kube: Kube, orphans: list[Reservation], now: datetime, grace: 
         done.freed += [_reservation_freed(r, "", reason) for r in orphans]
         return
     # Decide again on pools read now: an ADD may have written its entry since the snapshot.
-    recheck, _ = orphan_reservations(snapshot(kube.list_pools(), [r.raw for r in orphans]), now, grace)
+    recheck, _ = orphan_reservations(snapshot(kube.list(POOLS), [r.raw for r in orphans]), now, grace)
     for r in recheck:
         try:
-            if kube.delete_reservation(r.name, r.resource_version):
+            if kube.delete(RESERVATIONS, r.name, r.resource_version):
                 done.freed.append(_reservation_freed(r, "", reason))
         except KubeError as e:
             done.errors.append(str(e))

@@ -3,8 +3,7 @@
 The common forms (token, tokenFile, client certificate and key, CA, as files or
 inline `-data`, `insecure-skip-tls-verify`, `tls-server-name`) are read here
 directly. Exec plugins and auth providers are left to the official `kubernetes`
-client's loader, imported only for them: it costs ~270 ms, paid on every pod
-attach if it were imported always.
+client's loader, imported only for them (its import cost is in doc/design.md).
 """
 
 from __future__ import annotations
@@ -15,16 +14,16 @@ import os
 
 from whereabouts.errors import InvalidConfig, TryAgainLater
 from whereabouts.files import FileRefused, read_regular_file
-from whereabouts.record import Record
+from whereabouts.core.record import Record
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the hot path (~3 ms)
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
 DEFAULT_NAMESPACE = "kube-system"
 
 
-class Connection(Record):
+class ClusterAccess(Record):
     """What one HTTPS connection to the API server needs."""
 
     __slots__ = ("server", "namespace", "token", "token_file", "ca_file", "ca_data", "cert_file", "key_file",
@@ -75,7 +74,7 @@ def _parse(text: str, path: str) -> dict[str, Any]:
     return data
 
 
-def _named(data: dict[str, Any], section: str, name: str, path: str) -> dict[str, Any]:
+def _entry(data: dict[str, Any], section: str, name: str, path: str) -> dict[str, Any]:
     for entry in data.get(section) or []:
         if isinstance(entry, dict) and entry.get("name") == name:
             body = entry.get(section[:-1]) or {}
@@ -104,7 +103,7 @@ def _bool(value: Any, what: str, path: str) -> bool:
     return value
 
 
-def load(path: str) -> Connection:
+def load(path: str) -> ClusterAccess:
     try:
         text = read_regular_file(path).decode("utf-8")
     except FileNotFoundError:
@@ -120,9 +119,9 @@ def load(path: str) -> Connection:
         if len(contexts) != 1 or not isinstance(contexts[0], dict):
             raise InvalidConfig(f"kubeconfig {path} has no current-context")
         ctx_name = contexts[0].get("name")
-    context = _named(data, "contexts", ctx_name, path)
-    cluster = _named(data, "clusters", context.get("cluster"), path)
-    user = _named(data, "users", context.get("user"), path) if context.get("user") else {}
+    context = _entry(data, "contexts", ctx_name, path)
+    cluster = _entry(data, "clusters", context.get("cluster"), path)
+    user = _entry(data, "users", context.get("user"), path) if context.get("user") else {}
     namespace = context.get("namespace") or DEFAULT_NAMESPACE
     if user.get("exec") or user.get("auth-provider"):
         return _load_with_official_client(path, namespace)
@@ -139,7 +138,7 @@ def load(path: str) -> Connection:
     if insecure and (ca_data or cluster.get("certificate-authority")):
         raise InvalidConfig(f"kubeconfig {path}: a certificate authority and insecure-skip-tls-verify together "
                             "are contradictory; remove one")
-    return Connection(
+    return ClusterAccess(
         server=server.rstrip("/"),
         namespace=str(namespace),
         token=str(user.get("token") or ""),
@@ -157,7 +156,7 @@ def load(path: str) -> Connection:
     )
 
 
-def _load_with_official_client(path: str, namespace: str) -> Connection:
+def _load_with_official_client(path: str, namespace: str) -> ClusterAccess:
     """Exec plugins and auth providers: let the official loader produce a token or cert files."""
     try:
         from kubernetes import client, config
@@ -171,7 +170,7 @@ def _load_with_official_client(path: str, namespace: str) -> Connection:
     # The official client keeps the header under "BearerToken" (36+), older ones under "authorization".
     keys = cfg.api_key or {}
     auth = keys.get("BearerToken") or keys.get("authorization") or ""
-    return Connection(
+    return ClusterAccess(
         server=cfg.host.rstrip("/"),
         namespace=namespace,
         token=auth.split(" ", 1)[1] if auth.startswith("Bearer ") else "",

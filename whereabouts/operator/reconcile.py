@@ -7,7 +7,7 @@ A sweep frees two kinds of leak:
 - an `OverlappingRangeIPReservation` that no allocation holds (an ADD or DEL that
   stopped between its two writes).
 
-Ordering and safety (the caller, `whereabouts.cli.sweep`, reads in this order):
+Ordering and safety (the caller, `whereabouts.operator.cli.sweep`, reads in this order):
 
 1. Reservations are listed first, then pools, then pods. ADD creates the
    reservation before the pool entry, so listing reservations before pools keeps
@@ -50,11 +50,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from whereabouts.blocks import BLOCK_RANGE_ANNOTATION, parent_pool_name
+from whereabouts.core.blocks import BLOCK_RANGE_ANNOTATION, parent_pool_name
 from whereabouts.errors import CorruptPool
-from whereabouts.pool import Allocation, Pool, decode_pool, pool_name, reservation_name
-from whereabouts.ranges import Address, IPRange, Network
-from whereabouts.store import reservation_belongs
+from whereabouts.core.pool import Allocation, Pool, decode_pool, pool_name, reservation_name
+from whereabouts.core.ranges import Address, IPRange, Network, usable_span
+from whereabouts.core.ownership import reservation_made_by
 
 # --- snapshots ---------------------------------------------------------------------
 
@@ -115,7 +115,7 @@ class BrokenPool:
 def view_pool(obj: Any) -> PoolView:
     """Decode a stored `IPPool` whatever its range; `CorruptPool` when its range is not a network CIDR.
 
-    A block of a range split into blocks (`whereabouts.blocks`) names its parent range
+    A block of a range split into blocks (`whereabouts.core.blocks`) names its parent range
     in an annotation: its usable span is the parent's, its network names the parent pool's.
     """
     spec = obj.get("spec") if isinstance(obj, dict) else None
@@ -124,12 +124,13 @@ def view_pool(obj: Any) -> PoolView:
     pool = decode_pool(obj, str(cidr))
     parent_cidr = (pool.raw["metadata"].get("annotations") or {}).get(BLOCK_RANGE_ANNOTATION)
     if parent_cidr is None:
-        return PoolView(pool, IPRange(network, 1, network.num_addresses - 2), network_names(pool.name, str(cidr)))
+        return PoolView(pool, IPRange(network, *usable_span(network)), network_names(pool.name, str(cidr)))
     parent = _network(parent_cidr, f"annotation {BLOCK_RANGE_ANNOTATION}")
     lo = int(network.network_address) - int(parent.network_address)
     if network.version != parent.version or lo < 0 or lo + network.num_addresses > parent.num_addresses:
         raise CorruptPool(f"block {network} lies outside the range {parent} it is annotated with")
-    span = IPRange(network, max(1, lo) - lo, min(parent.num_addresses - 2, lo + network.num_addresses - 1) - lo)
+    first, last = usable_span(parent)
+    span = IPRange(network, max(first, lo) - lo, min(last, lo + network.num_addresses - 1) - lo)
     return PoolView(pool, span, network_names(parent_pool_name(pool.name), str(parent_cidr)), parent)
 
 
@@ -181,8 +182,7 @@ class Reservation:
 
     def held_by(self, alloc: Allocation) -> bool:
         """This reservation is the one `alloc` made (same pod or container, and not a later sandbox's)."""
-        containerid = self.spec.get("containerid") or ""
-        return reservation_belongs(self.raw, alloc) and containerid in ("", alloc.container_id)
+        return reservation_made_by(self.raw, alloc)
 
 
 @dataclass

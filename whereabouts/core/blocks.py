@@ -17,13 +17,13 @@ from __future__ import annotations
 import ipaddress
 import zlib
 
-from whereabouts.pool import pool_name
-from whereabouts.ranges import IPRange
-from whereabouts.record import Record
+from whereabouts.core.pool import pool_name
+from whereabouts.core.ranges import IPRange
+from whereabouts.core.record import Record
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the hot path (~3 ms)
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from whereabouts.ranges import Address
+    from whereabouts.core.ranges import Address
 
 # Very wide ranges (an IPv6 /64) use their first MAX_BLOCKS blocks.
 MAX_BLOCKS = 4096
@@ -41,14 +41,14 @@ def parent_pool_name(name: str) -> str:
 class Block(Record):
     """One IPPool's share of a configured range.
 
-    `view` is the block as a range of its own (offsets relative to its CIDR); `index`
+    `local` is the block as a range of its own (offsets relative to its CIDR); `index`
     is None for a range stored as a single, Go-compatible pool.
     """
 
-    __slots__ = ("parent", "view", "name", "index")
+    __slots__ = ("parent", "local", "name", "index")
     _defaults = {"index": None}
     parent: IPRange
-    view: IPRange
+    local: IPRange
     name: str
     index: int | None
 
@@ -95,8 +95,8 @@ class Layout(Record):
         network = ipaddress.ip_network((rng.network.network_address + lo, prefix))
         excluded = tuple((max(a, lo) - lo, min(b, hi) - lo) for a, b in rng.excluded if b >= lo and a <= hi)
         gateway = rng.gateway - lo if rng.gateway is not None and lo <= rng.gateway <= hi else None
-        view = IPRange(network, max(rng.first, lo) - lo, min(rng.last, hi) - lo, excluded, gateway)
-        return Block(rng, view, f"{name}{_BLOCK_INFIX}{i}", i)
+        local = IPRange(network, max(rng.first, lo) - lo, min(rng.last, hi) - lo, excluded, gateway)
+        return Block(rng, local, f"{name}{_BLOCK_INFIX}{i}", i)
 
     def blocks(self) -> list[Block]:
         return [self.block(i) for i in range(self.count)]

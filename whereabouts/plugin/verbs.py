@@ -15,25 +15,28 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 
-from whereabouts.allocator import check_requested, find_owned, lowest_free
-from whereabouts.blocks import BLOCK_OF_LABEL, Block, Layout
+from whereabouts.core.allocator import lowest_free, next_step
+from whereabouts.core.blocks import BLOCK_OF_LABEL, Block, Layout
+from whereabouts.core.ownership import attached, find_owned, owner_key, reservation_belongs
+from whereabouts.core.pool import (Allocation, Pool, decode_pool, lease_name, remove_allocation, reservation_name,
+                                   set_allocation)
+from whereabouts.core.record import Record
+from whereabouts.core.retry import backoff_pause
 from whereabouts.errors import (AddressUnavailable, CNIError, NotAllocated, OutcomeUnknown, RangeExhausted,
                                 TryAgainLater)
-from whereabouts.kubeapi import dig
-from whereabouts.lock import LeaseLock, NodeLock
-from whereabouts.pool import (Allocation, Pool, decode_pool, lease_name, remove_allocation, reservation_name,
-                              set_allocation)
-from whereabouts.record import Record
-from whereabouts.store import reservation_belongs
+from whereabouts.k8s.pools import Pools
+from whereabouts.k8s.store import dig
+from whereabouts.plugin.nodelock import NodeLock
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on the hot path (~3 ms)
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from whereabouts.config import IPAMConfig
-    from whereabouts.log import Log
-    from whereabouts.ranges import Address, IPRange
-    from whereabouts.store import Store
+    from whereabouts.core.ranges import Address, IPRange
+    from whereabouts.k8s.lease import LeaseLock
+    from whereabouts.k8s.store import Store
+    from whereabouts.plugin.config import IPAMConfig
+    from whereabouts.plugin.log import Log
 
 # Lost pool writes are retried with growing pauses until the deadline, or this many times.
 MAX_WRITE_CONFLICTS = 200
@@ -55,7 +58,7 @@ class Assigned(Record):
 
     @property
     def address(self) -> Address:
-        return self.blk.view.address(self.offset)
+        return self.blk.local.address(self.offset)
 
 
 class Stats(Record):
@@ -65,16 +68,14 @@ class Stats(Record):
     lock_wait: float
 
 
-def owner_key(owner: Allocation) -> str:
-    """What picks an owner's home block; the same for its ADD and its DEL."""
-    return f"{owner.podref or owner.container_id}|{owner.ifname}"
-
-
 class IPAM:
-    def __init__(self, config: IPAMConfig, store: Store, identity: str, deadline: float, log: Log) -> None:
+    """The verbs over a Store; `leases(name)` makes the (not yet taken) Lease guarding a pool."""
+
+    def __init__(self, config: IPAMConfig, store: Store, leases: Callable[[str], LeaseLock], deadline: float,
+                 log: Log) -> None:
         self.config = config
-        self.store = store
-        self.identity = identity
+        self.pools = Pools(store)
+        self.leases = leases
         self.deadline = deadline
         self.log = log
         self.stats = Stats()
@@ -94,8 +95,7 @@ class IPAM:
         node = NodeLock(self.config.node_lock_dir, blk.name, self.deadline)
         node_held = node.acquire()
         try:
-            lease = LeaseLock(self.store.api, self.lease_of(blk), self.identity, self.config.lease_duration_ms,
-                              self.deadline, self.config.retry_period_ms)
+            lease = self.leases(self.lease_of(blk))
             lease.acquire()
             self.stats.lock_wait += node.waited + lease.waited
             self.log.debug("lock", pool=blk.name, lease=lease.name, node_lock=node_held,
@@ -113,10 +113,8 @@ class IPAM:
     def _backoff(self, attempt: int, pool: str) -> None:
         if attempt >= MAX_WRITE_CONFLICTS:
             raise TryAgainLater(f"IPPool {pool}: {attempt} write conflicts in a row; try again")
-        import random
-
         self.stats.retries += 1
-        pause = min(0.5, 0.01 * (2 ** attempt)) * random.uniform(0.5, 1.5)
+        pause = backoff_pause(attempt)
         if time.monotonic() + pause >= self.deadline:
             raise TryAgainLater(f"IPPool {pool}: deadline passed while retrying a conflicting write")
         time.sleep(pause)
@@ -125,7 +123,7 @@ class IPAM:
         return Layout(rng, self.config.network_name, self.config.block_size)
 
     def _read(self, blk: Block, create: bool) -> Pool | None:
-        return self.store.read_pool(blk.name, blk.view.cidr, create, self.layout(blk.parent).metadata())
+        return self.pools.read_pool(blk.name, blk.local.cidr, create, self.layout(blk.parent).metadata())
 
     def _existing_blocks(self, rng: IPRange) -> list[tuple[Block, Pool]]:
         """Every stored pool of a range with its block (one GET, or one LIST for a sharded range)."""
@@ -136,10 +134,10 @@ class IPAM:
             return [(blk, pool)] if pool else []
         by_name = {blk.name: blk for blk in layout.blocks()}
         found = []
-        for obj in self.store.list_pools(f"{BLOCK_OF_LABEL}={layout.label}"):
+        for obj in self.pools.list_pools(f"{BLOCK_OF_LABEL}={layout.label}"):
             blk = by_name.get(dig(obj, "metadata", "name"))
             if blk is not None:
-                found.append((blk, decode_pool(obj, blk.view.cidr)))
+                found.append((blk, decode_pool(obj, blk.local.cidr)))
         return found
 
     # --- ADD ---------------------------------------------------------------------------
@@ -172,7 +170,7 @@ class IPAM:
         for blk in order[1:]:
             pool = self._read(blk, create=False)
             if pool is not None:
-                held = find_owned(pool.allocations, owner.podref, owner.ifname, owner.container_id) is not None
+                held = find_owned(pool.allocations, owner) is not None
                 if not held and not _has_room(blk, pool):
                     continue
             try:
@@ -192,7 +190,7 @@ class IPAM:
         of writes whose outcome was ever unknown: such a write may still be applied, and the
         reservation is what keeps an overlapping range from handing out its address meanwhile.
         """
-        view = blk.view
+        view = blk.local
         blocked: set[int] = set()
         created: set[int] = set()  # offsets whose reservation this call created
         doubtful: dict[int, str] = {}  # offset -> resourceVersion of a write whose answer was lost
@@ -203,22 +201,16 @@ class IPAM:
                 while True:
                     pool = self._read(blk, create=True)
                     assert pool is not None
-                    existing = find_owned(pool.allocations, owner.podref, owner.ifname, owner.container_id)
+                    step = next_step(view, pool, owner, want, blocked)
                     for o, rv in list(doubtful.items()):
-                        if o != existing and rv != pool.resource_version:
+                        if o not in (step.offset, step.moves_from) and rv != pool.resource_version:
                             del doubtful[o]  # the pool moved on without it: that write can never apply
-                    if want is None and existing is not None:
-                        held = existing
-                        return self._keep(pool, blk, existing, owner, new=existing in created.union(doubtful))
-                    if want is not None:
-                        offset = check_requested(view, want, self._holder(pool, view.offset(want)), owner)
-                        if existing == offset:
-                            held = existing
-                            return self._keep(pool, blk, existing, owner, new=existing in created.union(doubtful))
-                    else:
-                        offset = lowest_free(view, pool.taken, blocked)
+                    offset = step.offset
+                    if step.keep:
+                        held = offset
+                        return self._keep(pool, blk, offset, owner, new=offset in created.union(doubtful))
                     if self.config.overlapping_ranges and offset not in created:
-                        holder = self.store.create_reservation(self.reservation_name(view.address(offset)), owner)
+                        holder = self.pools.create_reservation(self.reservation_name(view.address(offset)), owner)
                         if holder is not None and not reservation_belongs(holder, owner):
                             if want is not None:
                                 raise AddressUnavailable(f"requested address {want} is reserved by "
@@ -227,14 +219,14 @@ class IPAM:
                             continue
                         if holder is None:
                             created.add(offset)
-                    if existing is not None:
-                        remove_allocation(pool, existing)  # a static request moves this owner
+                    if step.moves_from is not None:
+                        remove_allocation(pool, step.moves_from)
                     if self.config.sleep_for_race:
                         time.sleep(self.config.sleep_for_race)
                     set_allocation(pool, offset, owner)
                     read_at = pool.resource_version
                     try:
-                        written = self.store.write_pool(pool)
+                        written = self.pools.write_pool(pool)
                     except OutcomeUnknown as e:
                         doubtful[offset] = read_at
                         self.log.debug("pool write outcome unknown", pool=blk.name, ip=str(view.address(offset)),
@@ -242,8 +234,9 @@ class IPAM:
                         written = False
                     if written:
                         held = offset
-                        if existing is not None and self.config.overlapping_ranges:
-                            self.store.delete_reservation(self.reservation_name(view.address(existing)), owner)
+                        if step.moves_from is not None and self.config.overlapping_ranges:
+                            self.pools.delete_reservation(self.reservation_name(view.address(step.moves_from)),
+                                                          owner)
                         self.log.debug("allocated", pool=blk.name, ip=str(view.address(offset)),
                                        conflicts=conflicts)
                         return Assigned(blk, offset, new=True)
@@ -256,16 +249,9 @@ class IPAM:
     def _forget_reservation(self, ip: Address, owner: Allocation) -> None:
         """Drop a reservation this call made for a pool write that did not happen (best effort)."""
         try:
-            self.store.delete_reservation(self.reservation_name(ip), owner)
+            self.pools.delete_reservation(self.reservation_name(ip), owner)
         except CNIError as e:
             self.log.error("reservation left for the reconciler", ip=str(ip), error=e.msg)
-
-    def _holder(self, pool: Pool, offset: int) -> Allocation | None:
-        if offset in pool.allocations:
-            return pool.allocations[offset]
-        if offset in pool.keys:  # held by an entry we cannot decode
-            return Allocation("", "an undecodable pool entry", "")
-        return None
 
     def _keep(self, pool: Pool, blk: Block, offset: int, owner: Allocation, new: bool) -> Assigned:
         """Idempotent ADD: return what this owner holds, pointing it at the current container.
@@ -275,19 +261,19 @@ class IPAM:
         current = pool.allocations[offset]
         if current.container_id != owner.container_id:
             set_allocation(pool, offset, Allocation(owner.container_id, owner.podref, owner.ifname, current.extra))
-            if not self.store.write_pool(pool):
+            if not self.pools.write_pool(pool):
                 raise TryAgainLater(f"IPPool {pool.name} changed while updating the container id; try again")
             if self.config.overlapping_ranges:
-                name = self.reservation_name(blk.view.address(offset))
-                obj = self.store.get_reservation(name)
+                name = self.reservation_name(blk.local.address(offset))
+                obj = self.pools.get_reservation(name)
                 if obj is not None and reservation_belongs(obj, current):
-                    self.store.update_reservation(obj, owner)
+                    self.pools.update_reservation(obj, owner)
         return Assigned(blk, offset, new=new)
 
     def _roll_back(self, owner: Allocation, assigned: list[Assigned]) -> None:
         for a in reversed(assigned):
             try:
-                self._release(a.blk, lambda o, al: o == a.offset and al.attached_to(owner.container_id, owner.ifname))
+                self._release(a.blk, lambda o, al: o == a.offset and attached(al, owner.container_id, owner.ifname))
             except CNIError as e:
                 self.log.error("rollback failed", ip=str(a.address), error=e.msg)
 
@@ -315,7 +301,7 @@ class IPAM:
                 for o in gone:
                     remove_allocation(pool, o)
                 try:
-                    if self.store.write_pool(pool):
+                    if self.pools.write_pool(pool):
                         break
                 except OutcomeUnknown:
                     pass  # the next read tells
@@ -324,8 +310,8 @@ class IPAM:
         freed = {o: a for o, a in tried.items() if pool is None or pool.allocations.get(o) != a}
         if self.config.overlapping_ranges:
             for o, alloc in freed.items():
-                self.store.delete_reservation(self.reservation_name(blk.view.address(o)), alloc)
-        return [str(blk.view.address(o)) for o in freed]
+                self.pools.delete_reservation(self.reservation_name(blk.local.address(o)), alloc)
+        return [str(blk.local.address(o)) for o in freed]
 
     def delete(self, owner: Allocation) -> list[str]:
         """Free this container's addresses in every range; errors are raised after trying all."""
@@ -333,7 +319,7 @@ class IPAM:
         first_error: CNIError | None = None
 
         def mine(_: int, a: Allocation) -> bool:
-            return a.attached_to(owner.container_id, owner.ifname)
+            return attached(a, owner.container_id, owner.ifname)
 
         for rng in self.config.ranges:
             try:
@@ -376,8 +362,8 @@ class IPAM:
             for ip in mine:
                 blk = self.layout(rng).block_of(ip)
                 pool = self._read(blk, create=False) if blk else None
-                holder = pool.allocations.get(blk.view.offset(ip)) if pool and blk else None
-                if holder is None or not holder.attached_to(container_id, ifname):
+                holder = pool.allocations.get(blk.local.offset(ip)) if pool and blk else None
+                if holder is None or not attached(holder, container_id, ifname):
                     who = f"held by container {holder.container_id}" if holder else "not allocated"
                     raise NotAllocated(f"{ip} of prevResult is {who} in range {rng.cidr}, "
                                        f"not by container {container_id} interface {ifname}")
@@ -393,7 +379,7 @@ class IPAM:
 def _has_room(blk: Block, pool: Pool | None) -> bool:
     """Whether a block (an absent pool is an empty one) has an address to hand out."""
     try:
-        lowest_free(blk.view, pool.taken if pool else set())
+        lowest_free(blk.local, pool.taken if pool else set())
     except RangeExhausted:
         return False
     return True

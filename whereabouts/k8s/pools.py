@@ -1,0 +1,113 @@
+"""IPPools and OverlappingRangeIPReservations over a Store, as the CNI verbs use them.
+
+Every pool write carries the resourceVersion it read, so a concurrent writer (another node,
+the Go plugin, the reconciler) makes it fail instead of being overwritten. Nothing here decides
+which address to take. A write whose answer was lost (`OutcomeUnknown`) is never sent again
+blindly: creates and deletes read the object and decide from what is stored; a lost pool write
+is passed up, because only the caller knows what to look for in the pool it reads next.
+"""
+
+from __future__ import annotations
+
+from whereabouts.core.ownership import reservation_belongs
+from whereabouts.core.pool import decode_pool, new_pool_object, reservation_object
+from whereabouts.errors import CorruptPool, IOFailure, OutcomeUnknown
+from whereabouts.k8s.store import POOLS, RESERVATIONS, dig
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from whereabouts.core.pool import Allocation, Pool
+    from whereabouts.k8s.store import Store
+
+
+class Pools:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # --- pools ---------------------------------------------------------------------
+
+    def read_pool(self, name: str, cidr: str, create: bool = True,
+                  metadata: dict[str, Any] | None = None) -> Pool | None:
+        """The pool as stored now, created empty (with `metadata` labels/annotations) if absent and `create`."""
+        for _ in range(3):
+            obj = self.store.get(POOLS, name)
+            if obj is not None:
+                return decode_pool(obj, cidr)
+            if not create:
+                return None
+            try:
+                obj = self.store.create(POOLS, new_pool_object(name, cidr, self.store.namespace, metadata))
+            except OutcomeUnknown:
+                continue  # created or not, the next read tells
+            if obj is not None:
+                return decode_pool(obj, cidr)
+            # It exists: created between our read and our create; read theirs.
+        raise IOFailure(f"IPPool {name} keeps appearing and disappearing; giving up")
+
+    def write_pool(self, pool: Pool) -> bool:
+        """Replace the pool if nobody wrote it since we read it. False on a conflict.
+
+        Raises OutcomeUnknown when the answer was lost: the caller reads the pool again.
+        """
+        obj = self.store.replace(POOLS, pool.raw)
+        if obj is None:
+            return False
+        try:
+            fresh = decode_pool(obj, pool.cidr)
+        except CorruptPool:
+            raise IOFailure(f"IPPool {pool.name}: the API server answered a write with an unreadable object") from None
+        pool.raw, pool.resource_version = fresh.raw, fresh.resource_version
+        return True
+
+    def list_pools(self, label_selector: str = "") -> list[dict[str, Any]]:
+        return self.store.list(POOLS, label_selector)
+
+    # --- reservations ----------------------------------------------------------------
+
+    def create_reservation(self, name: str, alloc: Allocation) -> dict[str, Any] | None:
+        """Create the cluster-wide reservation. None when created, else the existing holder's object."""
+        body = reservation_object(name, self.store.namespace, alloc)
+        for _ in range(2):
+            try:
+                if self.store.create(RESERVATIONS, body) is not None:
+                    return None
+            except OutcomeUnknown:
+                pass  # as when it exists already, what is stored decides: if it is ours, the caller proceeds
+            existing = self.store.get(RESERVATIONS, name)
+            if existing is not None:
+                return existing
+            # Not there (deleted between our create and read, or our create never arrived): once more.
+        return {"spec": {}}  # it keeps coming and going: someone else's
+
+    def get_reservation(self, name: str) -> dict[str, Any] | None:
+        return self.store.get(RESERVATIONS, name)
+
+    def update_reservation(self, obj: dict[str, Any], alloc: Allocation) -> bool:
+        """Point an existing reservation at a new container id (idempotent ADD after a sandbox restart)."""
+        obj = {**obj, "spec": {**(dig(obj, "spec") or {}), "containerid": alloc.container_id,
+                               "podref": alloc.podref, "ifname": alloc.ifname}}
+        if not isinstance(dig(obj, "metadata", "name"), str):
+            return False
+        try:
+            return self.store.replace(RESERVATIONS, obj) is not None
+        except OutcomeUnknown:
+            return False  # the container id in a reservation is informative; its podref decides
+
+    def delete_reservation(self, name: str, owner: Allocation) -> bool:
+        """Delete the reservation only while it belongs to `owner`, under a resourceVersion precondition.
+
+        True when this call saw it go. After a lost answer or a change, the reservation is read
+        again, and deleted again only under the precondition of what that read shows.
+        """
+        for _ in range(3):
+            obj = self.store.get(RESERVATIONS, name)
+            if obj is None or not reservation_belongs(obj, owner):
+                return False
+            try:
+                if self.store.delete(RESERVATIONS, name, str(dig(obj, "metadata", "resourceVersion") or "")):
+                    return True
+            except OutcomeUnknown:
+                pass
+        return False
