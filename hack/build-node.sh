@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build what a real node needs, from the Go module proxy, into caches outside
 # the repo, reusing whatever is already built:
-#   kubelet                                           k8s.io/kubernetes (hack/build-control-plane.sh kubelet,
+#   kubelet, kubectl                                  k8s.io/kubernetes (hack/build-control-plane.sh kubelet kubectl,
 #                                                     with the control plane's binaries)
 #   containerd, containerd-shim-runc-v2               github.com/containerd/containerd/v2 $CONTAINERD_VERSION
 #   multus (the thin CNI plugin)                      gopkg.in/k8snetworkplumbingwg/multus-cni.v4 $MULTUS_VERSION
@@ -104,7 +104,7 @@ build_pause() {
 (build_containerd)
 (build_multus)
 (build_crictl)
-K8S_DIR="$(bash "$ROOT/hack/build-control-plane.sh" kubelet)"
+K8S_DIR="$(bash "$ROOT/hack/build-control-plane.sh" kubelet kubectl)"
 K8S_DIR="${K8S_DIR##*$'\n'}"
 echo "$K8S_DIR"
 echo "$BIN_DIR"

@@ -14,7 +14,8 @@
 #   hack/node.sh env       print the shell exports (DOCKER_HOST, CONTAINERD_ADDRESS, ...)
 #   hack/node.sh dockerd   start only the Docker engine (hack/image.sh uses it)
 #   hack/node.sh load IMAGE...   copy images from the Docker engine into containerd
-#   hack/node.sh stop-kubelet | start-kubelet    for tests of a node whose kubelet is down
+#   hack/node.sh stop kubelet|containerd     stop one daemon (tests of a node whose kubelet is down)
+#   hack/node.sh start kubelet|containerd    start it again (the kubelet: until the node is Ready)
 #
 # State lives in .node/ at the repo root (WHEREABOUTS_NODE_DIR overrides):
 # pid files, logs, the containerd and kubelet roots, configs and sockets.
@@ -148,7 +149,7 @@ find_binaries() {
   out="$(flock "$CACHE_ROOT/.build.lock" bash "$ROOT/hack/build-node.sh" 9<&-)" || die "hack/build-node.sh failed"
   K8S_BIN="$(tail -n2 <<<"$out" | head -n1)"
   NODE_BIN="$(tail -n1 <<<"$out")"
-  [[ -x "$K8S_BIN/kubelet" ]] || die "kubelet not found in '$K8S_BIN'"
+  [[ -x "$K8S_BIN/kubelet" && -x "$K8S_BIN/kubectl" ]] || die "kubelet or kubectl not found in '$K8S_BIN'"
   local b
   for b in containerd containerd-shim-runc-v2 ctr crictl multus pause; do
     [[ -x "$NODE_BIN/$b" ]] || die "$b not found in '$NODE_BIN'"
@@ -402,7 +403,12 @@ EOF
 }
 
 start_kubelet() {
-  if our_pid kubelet >/dev/null; then say "kubelet running"; return 0; fi
+  if our_pid kubelet >/dev/null; then
+    if cmp -s "$WHEREABOUTS_KUBECONFIG" "$DIR/kubelet.kubeconfig"; then say "kubelet running"; return 0; fi
+    # The control plane was started anew (another port, token and etcd): register again.
+    say "the control plane changed since the kubelet started: restarting it"
+    stop_proc kubelet
+  fi
   [[ -f "$DIR/kubelet.yaml" ]] || write_kubelet_config
   (umask 077; cp -f "$WHEREABOUTS_KUBECONFIG" "$DIR/kubelet.kubeconfig")
   step "starting kubelet $("$K8S_BIN/kubelet" --version | awk '{print $2}') as node $NODE_NAME"
@@ -453,6 +459,7 @@ write_env() {
     printf 'export CONTAINERD_ADDRESS=%q\n' "$SOCK"
     printf 'export CONTAINER_RUNTIME_ENDPOINT=%q\n' "unix://$SOCK"
     printf 'export WHEREABOUTS_NODE_BIN=%q\n' "$NODE_BIN"
+    printf 'export WHEREABOUTS_KUBECTL=%q\n' "$K8S_BIN/kubectl"
     printf 'export WHEREABOUTS_PAUSE_IMAGE=%q\n' "$PAUSE_IMAGE"
     printf 'export WHEREABOUTS_BUSYBOX_IMAGE=%q\n' "$BUSYBOX_IMAGE"
   } >"$DIR/env"
@@ -511,18 +518,25 @@ cmd_load() {
   STEP="-"
 }
 
-cmd_stop_kubelet() {
+cmd_stop() {
+  [[ "${1:-}" == kubelet || "${1:-}" == containerd ]] || die "usage: hack/node.sh stop kubelet|containerd"
   lock_dir
-  stop_proc kubelet
+  stop_proc "$1"
   STEP="-"
 }
 
-cmd_start_kubelet() {
+cmd_start() {
+  [[ "${1:-}" == kubelet || "${1:-}" == containerd ]] || die "usage: hack/node.sh start kubelet|containerd"
   lock_dir
   load_bins
-  cluster_env env
-  start_kubelet
-  wait_node_ready
+  [[ -n "$NODE_BIN" ]] || die "no node in $DIR: run hack/node.sh up"
+  if [[ "$1" == containerd ]]; then
+    start_containerd
+  else
+    cluster_env env
+    start_kubelet
+    wait_node_ready
+  fi
   STEP="-"
 }
 
@@ -690,8 +704,8 @@ case "${1:-}" in
   env) cmd_env ;;
   dockerd) cmd_dockerd ;;
   load) shift; cmd_load "$@" ;;
-  stop-kubelet) cmd_stop_kubelet ;;
-  start-kubelet) cmd_start_kubelet ;;
+  stop) shift; cmd_stop "$@" ;;
+  start) shift; cmd_start "$@" ;;
   -h|--help|help) STEP="-"; usage ;;
   *) STEP="-"; usage; exit 2 ;;
 esac

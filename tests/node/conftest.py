@@ -157,7 +157,8 @@ class Kube:
         except (NotFoundError, ApiException) as e:
             if getattr(e, "status", 404) != 404:
                 raise
-        self.wait(lambda: not self.exists(doc), wait, f"{doc['kind']} {doc['metadata']['name']} deleted")
+        if wait:
+            self.wait(lambda: not self.exists(doc), wait, f"{doc['kind']} {doc['metadata']['name']} deleted")
 
     def exists(self, doc: dict[str, Any]) -> bool:
         from kubernetes.dynamic.exceptions import NotFoundError
@@ -315,7 +316,20 @@ def ensure_installed(k8s: Kube, node: Node, server: str) -> list[dict[str, Any]]
     except AssertionError:
         raise AssertionError(k8s.describe(SYSTEM)) from None
     kubeconfig = Path("/etc/cni/net.d/whereabouts.d/whereabouts.kubeconfig")
-    assert kubeconfig.exists() and Path("/opt/cni/bin/whereabouts").exists()
+
+    def ours() -> bool:
+        try:
+            return json.loads(kubeconfig.read_text())["clusters"][0]["cluster"]["server"] == server
+        except (OSError, ValueError, KeyError, IndexError):
+            return False
+
+    if not ours():
+        # Another installer (a DaemonSet of another cluster or namespace) wrote the node's kubeconfig:
+        # a new pod of ours writes it again.
+        k8s.core.delete_collection_namespaced_pod(SYSTEM, label_selector="app.kubernetes.io/name=whereabouts")
+        k8s.wait(ready, 180, "DaemonSet whereabouts ready again")
+        k8s.wait(ours, 60, "the node kubeconfig written by this install")
+    assert Path("/opt/cni/bin/whereabouts").exists()
     return docs
 
 
