@@ -190,7 +190,7 @@ class IPAM:
         of writes whose outcome was ever unknown: such a write may still be applied, and the
         reservation is what keeps an overlapping range from handing out its address meanwhile.
         """
-        view = blk.local
+        local = blk.local
         blocked: set[int] = set()
         created: set[int] = set()  # offsets whose reservation this call created
         doubtful: dict[int, str] = {}  # offset -> resourceVersion of a write whose answer was lost
@@ -201,7 +201,7 @@ class IPAM:
                 while True:
                     pool = self._read(blk, create=True)
                     assert pool is not None
-                    step = next_step(view, pool, owner, want, blocked)
+                    step = next_step(local, pool, owner, want, blocked)
                     for o, rv in list(doubtful.items()):
                         if o not in (step.offset, step.moves_from) and rv != pool.resource_version:
                             del doubtful[o]  # the pool moved on without it: that write can never apply
@@ -210,7 +210,7 @@ class IPAM:
                         held = offset
                         return self._keep(pool, blk, offset, owner, new=offset in created.union(doubtful))
                     if self.config.overlapping_ranges and offset not in created:
-                        holder = self.pools.create_reservation(self.reservation_name(view.address(offset)), owner)
+                        holder = self.pools.create_reservation(self.reservation_name(local.address(offset)), owner)
                         if holder is not None and not reservation_belongs(holder, owner):
                             if want is not None:
                                 raise AddressUnavailable(f"requested address {want} is reserved by "
@@ -229,22 +229,22 @@ class IPAM:
                         written = self.pools.write_pool(pool)
                     except OutcomeUnknown as e:
                         doubtful[offset] = read_at
-                        self.log.debug("pool write outcome unknown", pool=blk.name, ip=str(view.address(offset)),
+                        self.log.debug("pool write outcome unknown", pool=blk.name, ip=str(local.address(offset)),
                                        error=e.msg)
                         written = False
                     if written:
                         held = offset
                         if step.moves_from is not None and self.config.overlapping_ranges:
-                            self.pools.delete_reservation(self.reservation_name(view.address(step.moves_from)),
+                            self.pools.delete_reservation(self.reservation_name(local.address(step.moves_from)),
                                                           owner)
-                        self.log.debug("allocated", pool=blk.name, ip=str(view.address(offset)),
+                        self.log.debug("allocated", pool=blk.name, ip=str(local.address(offset)),
                                        conflicts=conflicts)
                         return Assigned(blk, offset, new=True)
                     conflicts += 1
                     self._backoff(conflicts, blk.name)
         finally:
             for offset in created - doubtful.keys() - {held}:
-                self._forget_reservation(view.address(offset), owner)
+                self._forget_reservation(local.address(offset), owner)
 
     def _forget_reservation(self, ip: Address, owner: Allocation) -> None:
         """Drop a reservation this call made for a pool write that did not happen (best effort)."""
