@@ -348,7 +348,9 @@ EOF
 
 # Which node paths existed before up: down removes only what appeared since
 # (the DaemonSet's plugin and flat file, the hostPath directories it created).
-NODE_PATHS=(/opt/cni/bin/whereabouts /opt/cni/bin/.whereabouts /etc/cni/net.d/whereabouts.d /opt/cni/bin /opt/cni /etc/cni/net.d /etc/cni)
+# /opt/containerd: the Docker engine's own containerd makes it (its "opt" plugin).
+NODE_PATHS=(/opt/cni/bin/whereabouts /opt/cni/bin/.whereabouts /etc/cni/net.d/whereabouts.d /opt/cni/bin /opt/cni
+            /etc/cni/net.d /etc/cni /opt/containerd/bin /opt/containerd/lib /opt/containerd)
 record_node_paths() {
   [[ -f "$DIR/preexisting" ]] && return 0
   local p
@@ -473,6 +475,7 @@ prepare() {
     die "$DIR is not empty and was not made by hack/node.sh: refusing to use it"
   fi
   touch "$MARKER"
+  record_node_paths
   find_binaries
 }
 
@@ -488,7 +491,6 @@ cmd_up() {
   step "hack/cluster.sh up"
   cluster_env up
   prepare
-  record_node_paths
   start_dockerd
   build_base_images
   start_containerd
@@ -599,8 +601,15 @@ remove_cgroups() {
 }
 
 remove_iptables() {
+  local tool rule
+  # The firewall plugin's rules for addresses of the cluster network: pods of this
+  # node whose sandbox went without a CNI DEL (a test drops one on purpose).
+  while read -r rule; do
+    [[ -n "$rule" ]] || continue
+    # shellcheck disable=SC2086  # a rule as iptables -S prints it
+    iptables -w -D ${rule#-A } 2>/dev/null || true
+  done < <(iptables -w -S CNI-FORWARD 2>/dev/null | grep -E -- "-[sd] ${POD_CIDR%%.0.0/16}\.[0-9]+\.[0-9]+/32 " || true)
   grep -qx "iptables:CNI-FORWARD" "$DIR/preexisting" 2>/dev/null && return 0
-  local tool
   for tool in iptables ip6tables; do
     "$tool" -w -S CNI-FORWARD >/dev/null 2>&1 || continue
     # Only the firewall plugin's frame (its jump to CNI-ADMIN) may be left; rules
@@ -623,7 +632,7 @@ remove_node_paths() {
     grep -qxF -- "$p" "$DIR/preexisting" 2>/dev/null && continue
     [[ -e "$p" || -L "$p" ]] || continue
     case "$p" in
-      /opt/cni/bin|/opt/cni|/etc/cni/net.d|/etc/cni) rmdir "$p" 2>/dev/null || say "$p is not empty: left in place" ;;
+      /opt/cni/bin|/opt/cni|/etc/cni/net.d|/etc/cni|/opt/containerd*) rmdir "$p" 2>/dev/null || say "$p is not empty: left in place" ;;
       *) rm -rf "$p" ;;
     esac
   done
@@ -655,6 +664,11 @@ cmd_down() {
   unmount_ours || bad=1
   step "removing interfaces, iptables chains and cgroups of the node"
   if ip link show "$BRIDGE" >/dev/null 2>&1; then ip link delete "$BRIDGE" || bad=1; fi
+  # Bridges of networks on this node named wbn* (the tests' and doc/install.md's).
+  local link
+  for link in $(ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E '^wbn' || true); do
+    ip link delete "$link" 2>/dev/null || { say "could not delete link $link"; bad=1; }
+  done
   remove_iptables
   remove_cgroups
   remove_node_paths

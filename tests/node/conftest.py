@@ -1,7 +1,7 @@
 """A real node: the image built by hack/image.sh, installed by the DaemonSet of doc/install/ on a kubelet
 (hack/node.sh) that runs pods through containerd, Multus and the main plugins, which call ours.
 
-Session fixtures:
+Fixtures of this package (torn down when its last test is done, so the rest of the suite runs as before):
   - ``node``: builds the image (hack/image.sh), starts the node (hack/node.sh up) with the image loaded,
     and stops it at the end (unless it was running before, or WHEREABOUTS_KEEP_NODE=1). The node is
     registered with the taint ``whereabouts.test/node=true:NoSchedule``, so that pods of other tests
@@ -86,7 +86,7 @@ class Node:
         return run(["bash", str(NODE_SH), *args], env={**os.environ, **self.env}, timeout=timeout, check=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def forward_drop():
     """FORWARD policy DROP for the node tests, as a Docker engine leaves it; the old policy afterwards."""
     proc = run(["iptables", "-w", "-S", "FORWARD"])
@@ -100,7 +100,7 @@ def forward_drop():
         run(["iptables", "-w", "-P", "FORWARD", before])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def node(cluster, forward_drop):
     if os.geteuid() != 0:
         pytest.skip("a real node needs root")

@@ -11,6 +11,14 @@ from tests.node.conftest import INSTALL, SYSTEM, TOLERATION, network_status, pod
 RANGE = "10.124.40.0/24"
 
 
+def _drop_firewall_rules(*addresses: str) -> None:
+    """The firewall plugin's rules for these addresses (a node that lost its state lost them too)."""
+    rules = subprocess.run(["iptables", "-w", "-S", "CNI-FORWARD"], stdout=subprocess.PIPE, text=True).stdout
+    for rule in rules.splitlines():
+        if rule.startswith("-A ") and any(f" {a}/32 " in rule + " " for a in addresses):
+            subprocess.run(["iptables", "-w", "-D", *rule.split()[1:]], capture_output=True, check=False)
+
+
 def _drop_sandbox_without_cni(node, namespace: str, pod: str) -> None:
     """What a node that crashed and lost its runtime state does: the sandbox is gone and no CNI DEL ran."""
     bin_dir, sock = node.env["WHEREABOUTS_NODE_BIN"], node.env["CONTAINERD_ADDRESS"]
@@ -37,13 +45,16 @@ def test_a_pod_force_deleted_while_the_kubelet_is_down_leaks_and_the_cronjob_fre
     nad = bridge_net("br-leak", {"range": RANGE})
     k8s.core.create_namespaced_pod(namespace, pod_body("leaky", node.busybox, nad))
     k8s.core.create_namespaced_pod(namespace, pod_body("kept", node.busybox, nad))
-    pods = {p.metadata.name: network_status(p)[0] for p in k8s.wait_running(namespace, ["leaky", "kept"])}
+    running = k8s.wait_running(namespace, ["leaky", "kept"])
+    pods = {p.metadata.name: network_status(p)[0] for p in running}
+    leaky_eth0 = next(p.status.pod_ip for p in running if p.metadata.name == "leaky")
 
     node.sh("stop", "kubelet")
     try:
         k8s.core.delete_namespaced_pod("leaky", namespace, grace_period_seconds=0)
         k8s.wait(lambda: [p.metadata.name for p in k8s.pods(namespace)] == ["kept"], 30, "leaky force-deleted")
         _drop_sandbox_without_cni(node, namespace, "leaky")
+        _drop_firewall_rules(pods["leaky"], leaky_eth0)
     finally:
         node.sh("start", "kubelet")
     k8s.wait_running(namespace, ["kept"])
