@@ -30,9 +30,6 @@ if TYPE_CHECKING:
     from whereabouts.k8s.api import KubeAPI, Watch
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "whereabouts"}
-# A release only spares the next holder the Lease's expiry: it must not keep a finished
-# invocation waiting on a slow server for longer than that.
-RELEASE_TIMEOUT_S = 1.0
 # How far the clocks of two nodes may disagree when a waiter judges a Lease by its renewTime.
 CLOCK_SKEW_S = 2.0
 
@@ -108,8 +105,9 @@ class LeaseLock:
                 holder = spec.get("holderIdentity") or ""
                 if rv != observed_rv:
                     observed_rv, observed_at = rv, time.monotonic()
-                expires = self._expiry(spec, observed_at)
-                if not holder or holder == self.identity or time.monotonic() >= expires:
+                free = not holder or holder == self.identity
+                expires = observed_at + self._duration(spec) if free else self._expiry(spec, observed_at)
+                if free or time.monotonic() >= expires:
                     if self._take(lease, spec, holder):
                         break
                     lease = None  # lost the race: the watch brings the winner's version
@@ -127,19 +125,23 @@ class LeaseLock:
             if events is not None:
                 events.close()
         if self.held is None:
-            raise TryAgainLater(f"Lease {self.api.namespace}/{self.name} held by {holder!r}: not obtained within "
-                                f"{time.monotonic() - start:.1f}s")
+            last = f"held by {holder!r}" if holder else "free at times, but always taken by another waiter first"
+            raise TryAgainLater(f"Lease {self.api.namespace}/{self.name} not obtained within "
+                                f"{time.monotonic() - start:.1f}s before the deadline ({last})")
         self.waited = time.monotonic() - start
         self._stop.acquire()
         _thread.start_new_thread(self._renew, (self.api.sibling(),))
 
+    def _duration(self, spec: dict[str, Any]) -> float:
+        try:
+            return float(spec.get("leaseDurationSeconds") or self.duration_s)
+        except (TypeError, ValueError):
+            return float(self.duration_s)
+
     def _expiry(self, spec: dict[str, Any], observed_at: float) -> float:
         """When (monotonic) the holder's time is up: its duration after we first saw this version,
         or after the record's own renewTime (plus CLOCK_SKEW_S), whichever comes first."""
-        try:
-            duration = float(spec.get("leaseDurationSeconds") or self.duration_s)
-        except (TypeError, ValueError):
-            duration = float(self.duration_s)
+        duration = self._duration(spec)
         expires = observed_at + duration
         renewed = parse_micro_time(spec.get("renewTime"))
         if renewed is not None:
@@ -149,9 +151,10 @@ class LeaseLock:
     def _renew(self, api: KubeAPI) -> None:
         """Renew the held Lease every retry period until released (on its own thread and connection).
 
-        As in client-go, a renewal that got no answer is tried again each period until the renew
-        deadline has passed since the last one that succeeded; a Lease taken over (a 409) or past
-        that deadline is given up. The pool write's resourceVersion still keeps addresses unique:
+        As in client-go, a renewal that got no answer (within the Lease's duration, after which
+        waiters take it over anyway) is tried again each period until the renew deadline has
+        passed since the last one that succeeded; a Lease taken over (a 409) or past that deadline
+        is given up. The pool write's resourceVersion still keeps addresses unique:
         the Lease only keeps writers from colliding.
         """
         renewed = time.monotonic()
@@ -163,13 +166,13 @@ class LeaseLock:
                     spec = {**(dig(self.held, "spec") or {}), "renewTime": micro_time()}
                     try:
                         resp = api.request("PUT", api.lease_path(self.name), {**self.held, "spec": spec},
-                                           timeout=self.renew_deadline_s)
+                                           timeout=self.duration_s)
                     except TryAgainLater:  # no answer (OutcomeUnknown included): the next PUT settles it
                         if time.monotonic() - renewed >= self.renew_deadline_s:
                             return
                         continue
                     if resp.status == 409:  # taken over, or our previous renewal applied unseen
-                        current = api.request("GET", api.lease_path(self.name), timeout=self.renew_deadline_s)
+                        current = api.request("GET", api.lease_path(self.name), timeout=self.duration_s)
                         if current.status == 200 and dig(current.body, "spec", "holderIdentity") == self.identity:
                             self.held = current.body
                             continue
@@ -248,7 +251,8 @@ class LeaseLock:
         return None
 
     def release(self) -> None:
-        """Clear the holder so the next waiter takes it at once. Best effort: it expires anyway."""
+        """Clear the holder so the next waiter takes it at once. Best effort: it expires anyway, so
+        the release waits no longer than the Lease's duration, all that it can spare a waiter."""
         if self.held is None:
             return
         self._stop.release()
@@ -259,6 +263,6 @@ class LeaseLock:
         spec = dig(lease, "spec") or {}
         lease["spec"] = {**spec, "holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": micro_time()}
         try:
-            self.api.request("PUT", self.api.lease_path(self.name), lease, timeout=RELEASE_TIMEOUT_S)
+            self.api.request("PUT", self.api.lease_path(self.name), lease, timeout=self.duration_s)
         except Exception:  # noqa: BLE001 - a failed release only delays the next holder
             pass

@@ -21,7 +21,6 @@ from whereabouts.core.ownership import attached, find_owned, owner_key, reservat
 from whereabouts.core.pool import (Allocation, Pool, decode_pool, lease_name, remove_allocation, reservation_name,
                                    set_allocation)
 from whereabouts.core.record import Record
-from whereabouts.core.retry import backoff_pause
 from whereabouts.errors import (AddressUnavailable, CNIError, NotAllocated, OutcomeUnknown, RangeExhausted,
                                 TryAgainLater)
 from whereabouts.k8s.pools import Pools
@@ -113,6 +112,8 @@ class IPAM:
     def _backoff(self, attempt: int, pool: str) -> None:
         if attempt >= MAX_WRITE_CONFLICTS:
             raise TryAgainLater(f"IPPool {pool}: {attempt} write conflicts in a row; try again")
+        from whereabouts.core.retry import backoff_pause  # only a conflict pays for the import
+
         self.stats.retries += 1
         pause = backoff_pause(attempt)
         if time.monotonic() + pause >= self.deadline:
