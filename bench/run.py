@@ -57,14 +57,24 @@ def cluster_env() -> tuple[dict[str, str], bool]:
     return exports, not running
 
 
-def our_plugin() -> list[str]:
-    """Our plugin from a regular (non-editable) install, as a node would have it."""
-    venv = ROOT / "build" / "bench-venv"
+def our_plugin(rev: str | None = None) -> list[str]:
+    """Our plugin from a regular (non-editable) install, as a node would have it: this checkout,
+    or with `rev` that git revision (for before/after figures in one run)."""
+    venv = ROOT / "build" / ("bench-venv" if rev is None else "bench-baseline-venv")
     if not (venv / "bin" / "python").exists():
-        say("creating build/bench-venv")
+        say(f"creating {venv.relative_to(ROOT)}")
         sh(sys.executable, "-m", "venv", str(venv))
-    say("installing this checkout into build/bench-venv")
-    sh(str(venv / "bin" / "pip"), "install", "-q", "--no-warn-script-location", f"{ROOT}")
+    src = ROOT
+    if rev is not None:
+        src = ROOT / "build" / "bench-baseline-src"
+        subprocess.run(["rm", "-rf", str(src)], check=True)
+        src.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", rev], cwd=ROOT, stdout=subprocess.PIPE, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+    say(f"installing {'this checkout' if rev is None else rev} into {venv.relative_to(ROOT)}")
+    sh(str(venv / "bin" / "pip"), "install", "-q", "--no-warn-script-location", "--force-reinstall", "--no-deps",
+       f"{src}")
+    sh(str(venv / "bin" / "pip"), "install", "-q", "--no-warn-script-location", f"{src}")
     # A node needs no setuptools, whose .pth hook would run at every start.
     subprocess.run([str(venv / "bin" / "pip"), "uninstall", "-q", "-y", "setuptools"], cwd=ROOT,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -314,6 +324,11 @@ def print_table(rep: Report) -> list[str]:
                      f"{g['median'] * 1000:12.1f} {ratio(o['median'], g['median']):>8}")
         lines.append(f"{'single ' + verb + ' p90 (ms)':44} {o['p90'] * 1000:12.1f} {g['p90'] * 1000:12.1f} "
                      f"{ratio(o['p90'], g['p90']):>8}")
+    if "baseline" in rep.meta:
+        for verb in SINGLE:
+            o, b = s[f"ours {verb}"], s[f"baseline {verb}"]
+            lines.append(f"{'single ' + verb + ' median, ' + rep.meta['baseline'][:10] + ' (ms)':44} "
+                         f"{b['median'] * 1000:12.1f} {'':12} {ratio(o['median'], b['median']):>8} (ours/it)")
     bo, bg = rep.burst["ours"], rep.burst["go"]
     label = f"burst {bo['total']} ADDs, {bo['nodes']} nodes x {bo['per_node']}"
     lines.append(f"{label + ' wall (s)':44} {bo['wall']:12.1f} {bg['wall']:12.1f} {ratio(bo['wall'], bg['wall']):>8}")
@@ -369,6 +384,7 @@ def main() -> int:
     mode.add_argument("--quick", action="store_true", help="small sizes, a few minutes (default)")
     mode.add_argument("--full", action="store_true", help="the sizes of the targets (tens of minutes)")
     parser.add_argument("--out", type=Path, help="results folder (default bench/results/<timestamp>)")
+    parser.add_argument("--baseline", metavar="REV", help="also time single ADD/DEL of this git revision of ours")
     args = parser.parse_args()
     env, started = cluster_env()
     try:
@@ -393,8 +409,11 @@ def run_all(args: argparse.Namespace, env: dict[str, str]) -> int:
                        "ours": __version__, "go": go_version, "mode": "full" if full else "quick",
                        "kube-apiserver": Path(env.get("WHEREABOUTS_BIN_DIR", "")).name})
     plugins = {"ours": ours, "go": go}
+    singles = {**plugins, "baseline": our_plugin(args.baseline)} if args.baseline else plugins
     say(f"single ADD/DEL x{sizes['n']}")
-    rep.single = single(cluster, plugins, sizes["n"])
+    rep.single = single(cluster, singles, sizes["n"])
+    if args.baseline:
+        rep.meta["baseline"] = args.baseline
     total, nodes, per_node = sizes["burst"]
     for name in ("go", "ours"):
         say(f"burst of {total} ADDs: {name}")
