@@ -100,10 +100,42 @@ def forward_drop():
         run(["iptables", "-w", "-P", "FORWARD", before])
 
 
+NODE_PATHS = ["/opt/cni", "/etc/cni/net.d/whereabouts.d", "/opt/containerd"]
+
+
+def host_state() -> dict[str, Any]:
+    """What of the host hack/node.sh may change, for a check that `down` leaves it as it was."""
+    links = run(["ip", "-o", "link", "show"]).stdout
+    return {
+        "links": sorted(line.split(": ")[1].split("@")[0] for line in links.splitlines()
+                        if line.split(": ")[1].startswith("wbn")),
+        "chains": sorted(c for c in ("CNI-FORWARD", "CNI-ADMIN") if run(["iptables", "-w", "-S", c]).returncode == 0),
+        "paths": sorted(p for p in NODE_PATHS if os.path.lexists(p)),
+    }
+
+
+def leftovers_of(node_dir: Path) -> list[str]:
+    """Processes and mounts that still name the node's state directory."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if f"{node_dir}/" in cmd:
+            found.append(f"process {proc.name}: {cmd[:200]}")
+    found += [f"mount {line.split()[4]}" for line in Path("/proc/self/mountinfo").read_text().splitlines()
+              if line.split()[4].startswith(f"{node_dir}/")]
+    return found
+
+
 @pytest.fixture(scope="package")
 def node(cluster, forward_drop):
     if os.geteuid() != 0:
         pytest.skip("a real node needs root")
+    before = host_state()
     proc = run(["bash", str(IMAGE_SH)], timeout=3600)
     if proc.returncode != 0:
         pytest.fail(f"hack/image.sh failed ({proc.returncode}):\n{proc.stderr[-6000:]}", pytrace=False)
@@ -116,13 +148,15 @@ def node(cluster, forward_drop):
     found = exports(proc.stdout)
     node = Node(found["WHEREABOUTS_NODE_NAME"], found, image, found["WHEREABOUTS_BUSYBOX_IMAGE"])
     node.sh("load", image)
-    try:
-        yield node
-    finally:
-        if not already and os.environ.get("WHEREABOUTS_KEEP_NODE") != "1":
-            down = run(["bash", str(NODE_SH), "down"], timeout=600)
-            if down.returncode != 0:
-                print(f"hack/node.sh down failed:\n{down.stderr}")
+    yield node
+    if not already and os.environ.get("WHEREABOUTS_KEEP_NODE") != "1":
+        down = run(["bash", str(NODE_SH), "down"], timeout=600)
+        assert down.returncode == 0, f"hack/node.sh down failed:\n{down.stderr[-4000:]}"
+        # Nothing of the node is left: no process or mount of its state dir, no bridge, chain or path it made.
+        node_dir = Path(found["WHEREABOUTS_NODE_DIR"])
+        assert not node_dir.exists()
+        assert leftovers_of(node_dir) == []
+        assert host_state() == before
 
 
 class Kube:
