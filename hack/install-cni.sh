@@ -24,7 +24,9 @@
 #   CNI_BIN_DIR         node's CNI bin dir as mounted here [/host/opt/cni/bin]
 #   CNI_NET_DIR         node's CNI config dir as mounted here [/host/etc/cni/net.d]
 #   CNI_NET_DIR_HOST    the same config dir as the node sees it [/etc/cni/net.d]
-#   SA_DIR              service-account files [/var/run/secrets/kubernetes.io/serviceaccount]
+#   SA_DIR              token, ca.crt and namespace [/var/run/secrets/kubernetes.io/serviceaccount];
+#                       doc/install/daemonset.yaml mounts the Secret whereabouts-token there
+#                       instead: a token that outlives this pod, for the DELs after it is gone
 #   KUBERNETES_SERVICE_HOST, KUBERNETES_SERVICE_PORT   set by the kubelet;
 #   WHEREABOUTS_API_SERVER   overrides them with a URL, e.g. https://10.0.0.1:6443
 #   WHEREABOUTS_SYNC_INTERVAL   seconds between rotation checks [10]
