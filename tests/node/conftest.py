@@ -157,6 +157,16 @@ def node(cluster, forward_drop):
         assert not node_dir.exists()
         assert leftovers_of(node_dir) == []
         assert host_state() == before
+        # And the install leaves the shared control plane (after down: the pods' DELs needed its credential).
+        from kubernetes import config
+
+        api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+        try:
+            kube = Kube(api)
+            for doc in reversed(install_docs(node, cluster.server)):
+                kube.delete(doc)
+        finally:
+            api.close()
 
 
 class Kube:
