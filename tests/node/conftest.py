@@ -345,12 +345,24 @@ def install_docs(node: Node, server: str) -> list[dict[str, Any]]:
 
 
 def ensure_installed(k8s: Kube, node: Node, server: str) -> list[dict[str, Any]]:
+    from kubernetes.client.rest import ApiException
+
     docs = install_docs(node, server)
+    # An install being deleted (an earlier session's teardown) goes first: applying to it would not stay.
+    for doc in docs:
+        if k8s.exists(doc) and k8s.dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"]).get(
+                name=doc["metadata"]["name"], namespace=doc["metadata"].get("namespace")).metadata.deletionTimestamp:
+            k8s.wait(lambda doc=doc: not k8s.exists(doc), 120, f"{doc['kind']} {doc['metadata']['name']} deleted")
     for doc in docs:
         k8s.apply(doc)
 
     def ready():
-        ds = k8s.apps.read_namespaced_daemon_set("whereabouts", SYSTEM)
+        try:
+            ds = k8s.apps.read_namespaced_daemon_set("whereabouts", SYSTEM)
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
         st = ds.status
         return (st.desired_number_scheduled == 1 and st.number_ready == 1 and st.updated_number_scheduled == 1
                 and (st.observed_generation or 0) >= ds.metadata.generation)
@@ -385,14 +397,22 @@ def installed(k8s, node, cluster) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def bridge_net(k8s, namespace):
-    """A factory of bridge NADs (bridge + whereabouts, then firewall); links and pools removed afterwards."""
+    """A factory of NADs (bridge or macvlan + whereabouts, then firewall); links and pools removed afterwards."""
     made: list[tuple[str, str]] = []
 
-    def make(name: str, ipam: dict[str, Any]) -> str:
+    def make(name: str, ipam: dict[str, Any], main: str = "bridge") -> str:
         bridge = f"wbn{rand(8)}"
-        conf = {"cniVersion": "1.0.0", "name": name, "plugins": [
-            {"type": "bridge", "bridge": bridge, "ipam": {"type": "whereabouts", **ipam}},
-            {"type": "firewall", "backend": "iptables"}]}
+        if main == "macvlan":
+            # macvlans in bridge mode on one parent reach each other without leaving the node: a dummy
+            # parent, or one end of a veth pair where the kernel has no dummy links.
+            if run(["ip", "link", "add", bridge, "type", "dummy"]).returncode != 0:
+                run(["ip", "link", "add", bridge, "type", "veth", "peer", "name", f"{bridge}p"], check=True)
+                run(["ip", "link", "set", f"{bridge}p", "up"], check=True)
+            run(["ip", "link", "set", bridge, "up"], check=True)
+            first = {"type": "macvlan", "master": bridge, "mode": "bridge", "ipam": {"type": "whereabouts", **ipam}}
+        else:
+            first = {"type": "bridge", "bridge": bridge, "ipam": {"type": "whereabouts", **ipam}}
+        conf = {"cniVersion": "1.0.0", "name": name, "plugins": [first, {"type": "firewall", "backend": "iptables"}]}
         k8s.nad(namespace, name, conf)
         ranges = [r["range"] for r in ipam.get("ipRanges", [])] or [ipam["range"]]
         for r in ranges:

@@ -16,11 +16,12 @@ def _assert_freed(k8s, namespace: str, ranges: list[str]) -> None:
 
 
 NETWORKS = {
-    # id: (ipam of the NAD, ranges to check, ping)
+    # id: (ipam of the NAD, its ranges); a bridge NAD but for "macvlan"
     "ipv4": ({"range": "10.124.1.0/24"}, ["10.124.1.0/24"]),
     "dual-stack": ({"ipRanges": [{"range": "10.124.2.0/24"}, {"range": "fd00:124:2::/64"}]},
                    ["10.124.2.0/24", "fd00:124:2::/64"]),
     "block_size": ({"range": "10.124.3.0/24", "block_size": 16}, ["10.124.3.0/24"]),
+    "macvlan": ({"range": "10.124.4.0/24"}, ["10.124.4.0/24"]),
 }
 
 
@@ -28,7 +29,7 @@ NETWORKS = {
 def test_annotated_pods_get_distinct_addresses_on_net1_reach_each_other_and_deletion_frees_them(
         k8s, node, installed, namespace, bridge_net, kind):
     ipam, ranges = NETWORKS[kind]
-    nad = bridge_net(f"br-{kind.replace('_', '-')}", ipam)
+    nad = bridge_net(f"net-{kind.replace('_', '-')}", ipam, main="macvlan" if kind == "macvlan" else "bridge")
     names = ["a", "b", "c"]
     for name in names:
         k8s.core.create_namespaced_pod(namespace, pod_body(name, node.busybox, nad))
