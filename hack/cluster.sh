@@ -28,11 +28,14 @@ MARKER="$DIR/.whereabouts-cluster"
 SA_ISSUER="https://kubernetes.default.svc.cluster.local"
 
 say() { echo "[cluster] $*" >&2; }
+LOG_TAG=cluster
 STEP="start"
 step() { STEP="$*"; say "$*"; }
 # shellcheck disable=SC2154  # rc is assigned inside the trap string
 trap 'rc=$?; if [[ $rc -ne 0 && $STEP != "-" ]]; then say "FAILED at step: $STEP (exit $rc)"; fi' EXIT
 die() { say "$*"; exit 1; }
+# shellcheck source=lib/daemons.sh
+source "$ROOT/hack/lib/daemons.sh"
 
 usage() { sed -n '2,/^set /{/^#/p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
 
@@ -60,20 +63,6 @@ load_state() {
   # shellcheck disable=SC1091
   [[ -f "$DIR/state" ]] && source "$DIR/state"
   TOKEN="$(cat "$DIR/admin.token" 2>/dev/null || true)"
-}
-
-# Print the pid recorded in $DIR/<name>.pid if that process is alive and is
-# one of ours (its command line names our state dir). Zombies have an empty
-# command line, so they count as gone.
-our_pid() {
-  local pid
-  pid="$(cat "$DIR/$1.pid" 2>/dev/null || true)"
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  local argv0 cmd
-  argv0="$(head -z -n1 "/proc/$pid/cmdline" 2>/dev/null | tr -d '\0' || true)"
-  cmd="$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" || true)"
-  [[ "${argv0##*/}" == "$1" && "$cmd" == *"$DIR/"* ]] || return 1
-  echo "$pid"
 }
 
 apiserver_ready() {
@@ -117,28 +106,6 @@ find_binaries() {
   done
 }
 
-# launch NAME ARGV...: start ARGV detached (own session, immune to SIGHUP,
-# stdio on $DIR/NAME.log) and record its pid in $DIR/NAME.pid. The pid is
-# written by the process itself right before it execs, so it is exact even if
-# setsid has to fork.
-launch() {
-  local name="$1"; shift
-  rm -f "$DIR/$name.pid"
-  # shellcheck disable=SC2016  # expanded by the inner bash
-  setsid nohup bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' \
-    "$DIR/$name.pid" "$@" >>"$DIR/$name.log" 2>&1 </dev/null 9<&- &
-  # Wait for the pid file, then for the exec (until then argv[0] is bash).
-  for _ in $(seq 100); do
-    our_pid "$name" >/dev/null && return 0
-    sleep 0.1
-  done
-  die "$name did not start (see $DIR/$name.log)"
-}
-
-show_log() {
-  say "last lines of $DIR/$1.log:"
-  tail -n "${2:-25}" "$DIR/$1.log" 2>/dev/null | sed "s/^/[cluster]   $1| /" >&2 || true
-}
 
 free_ports() {
   python3 - "$1" <<'EOF'
@@ -237,15 +204,21 @@ start_apiserver() {
 # The scheduler and the controller manager act as the admin (system:masters)
 # through their own kubeconfig file, which they read once at start.
 write_controllers_kubeconfig() {
+  write_kubeconfig "$DIR/controllers.kubeconfig" "certificate-authority: $DIR/ca.crt"
+}
+
+# write_kubeconfig PATH CA-FIELD: the admin user's kubeconfig for this cluster (mode 0600),
+# with CA-FIELD as the cluster's certificate authority line.
+write_kubeconfig() {
   (umask 077
-   cat >"$DIR/controllers.kubeconfig.tmp" <<EOF
+   cat >"$1.tmp" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
 - name: whereabouts-test
   cluster:
     server: https://127.0.0.1:$APISERVER_PORT
-    certificate-authority: $DIR/ca.crt
+    $2
 users:
 - name: admin
   user:
@@ -257,7 +230,7 @@ contexts:
     user: admin
 current-context: admin
 EOF
-   mv -f "$DIR/controllers.kubeconfig.tmp" "$DIR/controllers.kubeconfig")
+   mv -f "$1.tmp" "$1")
 }
 
 start_controller() {
@@ -441,27 +414,8 @@ EOF
 write_client_files() {
   step "writing $DIR/admin.kubeconfig and $DIR/env"
   local server="https://127.0.0.1:$APISERVER_PORT"
+  write_kubeconfig "$DIR/admin.kubeconfig" "certificate-authority-data: $(base64 -w0 <"$DIR/ca.crt")"
   (umask 077
-   cat >"$DIR/admin.kubeconfig.tmp" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: whereabouts-test
-  cluster:
-    server: $server
-    certificate-authority-data: $(base64 -w0 <"$DIR/ca.crt")
-users:
-- name: admin
-  user:
-    token: $TOKEN
-contexts:
-- name: admin
-  context:
-    cluster: whereabouts-test
-    user: admin
-current-context: admin
-EOF
-   mv -f "$DIR/admin.kubeconfig.tmp" "$DIR/admin.kubeconfig"
    {
      printf 'export WHEREABOUTS_CLUSTER_DIR=%q\n' "$DIR"
      printf 'export WHEREABOUTS_KUBECONFIG=%q\n' "$DIR/admin.kubeconfig"

@@ -47,11 +47,14 @@ BUSYBOX_IMAGE="localhost/whereabouts-node/busybox:1.35"
 READY_TIMEOUT="${WHEREABOUTS_NODE_READY_TIMEOUT:-180}"
 
 say() { echo "[node] $*" >&2; }
+LOG_TAG=node
 STEP="start"
 step() { STEP="$*"; say "$*"; }
 # shellcheck disable=SC2154  # rc is assigned inside the trap string
 trap 'rc=$?; if [[ $rc -ne 0 && $STEP != "-" ]]; then say "FAILED at step: $STEP (exit $rc)"; fi' EXIT
 die() { say "$*"; exit 1; }
+# shellcheck source=lib/daemons.sh
+source "$ROOT/hack/lib/daemons.sh"
 usage() { sed -n '2,/^set /{/^#/p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
 
 [[ $EUID -eq 0 ]] || { STEP="-"; die "hack/node.sh needs root (containers, mounts, network namespaces)"; }
@@ -64,36 +67,6 @@ lock_dir() {
   flock -w 600 9 || die "another hack/node.sh holds the lock on $DIR"
 }
 
-# Print the pid in $DIR/<name>.pid if that process is alive and ours (its
-# command line names our state dir).
-our_pid() {
-  local pid argv0 cmd
-  pid="$(cat "$DIR/$1.pid" 2>/dev/null || true)"
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  argv0="$(head -z -n1 "/proc/$pid/cmdline" 2>/dev/null | tr -d '\0' || true)"
-  cmd="$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" || true)"
-  [[ "${argv0##*/}" == "$1" && "$cmd" == *"$DIR/"* ]] || return 1
-  echo "$pid"
-}
-
-# launch NAME ARGV...: start detached (own session), log to $DIR/NAME.log, pid in $DIR/NAME.pid.
-launch() {
-  local name="$1"; shift
-  rm -f "$DIR/$name.pid"
-  # shellcheck disable=SC2016  # expanded by the inner bash
-  setsid nohup bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' \
-    "$DIR/$name.pid" "$@" >>"$DIR/$name.log" 2>&1 </dev/null 9<&- &
-  for _ in $(seq 100); do
-    our_pid "$name" >/dev/null && return 0
-    sleep 0.1
-  done
-  die "$name did not start (see $DIR/$name.log)"
-}
-
-show_log() {
-  say "last lines of $DIR/$1.log:"
-  tail -n "${2:-25}" "$DIR/$1.log" 2>/dev/null | sed "s/^/[node]   $1| /" >&2 || true
-}
 
 # stop_proc NAME [SECONDS]: TERM, wait, then KILL.
 stop_proc() {
