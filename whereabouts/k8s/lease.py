@@ -173,8 +173,7 @@ class LeaseLock:
                         continue
                     if resp.status == 409:  # taken over, or our previous renewal applied unseen
                         current = api.request("GET", api.lease_path(self.name), timeout=self.duration_s)
-                        if current.status == 200 and dig(current.body, "spec", "holderIdentity") == self.identity:
-                            self.held = current.body
+                        if current.status == 200 and self._adopt(current.body):
                             continue
                     if resp.status != 200:
                         return
@@ -193,10 +192,7 @@ class LeaseLock:
             self.attempts += 1
             resp = self.api.request("GET", self.api.lease_path(self.name))
             if resp.status == 200:
-                if dig(resp.body, "spec", "holderIdentity") == self.identity:
-                    self.held = resp.body  # a create of ours whose answer was lost
-                    return None
-                return resp.body
+                return None if self._adopt(resp.body) else resp.body
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
@@ -211,6 +207,13 @@ class LeaseLock:
                 self.held = created.body
                 return None
 
+    def _adopt(self, lease: dict[str, Any]) -> bool:
+        """Hold `lease` as read if it names us: a write of ours applied although its answer was lost."""
+        if dig(lease, "spec", "holderIdentity") != self.identity:
+            return False
+        self.held = lease
+        return True
+
     def _take(self, lease: dict[str, Any], spec: dict[str, Any], holder: str) -> bool:
         previous = spec.get("leaseTransitions")
         transitions = (previous if isinstance(previous, int) else 0) + (0 if holder == self.identity else 1)
@@ -220,10 +223,7 @@ class LeaseLock:
             updated = self.api.request("PUT", self.api.lease_path(self.name), lease)
         except OutcomeUnknown:
             current = self.api.request("GET", self.api.lease_path(self.name))
-            if current.status == 200 and dig(current.body, "spec", "holderIdentity") == self.identity:
-                self.held = current.body
-                return True
-            return False
+            return current.status == 200 and self._adopt(current.body)
         if updated.status == 200:
             self.held = updated.body
             return True
