@@ -31,13 +31,13 @@ def is_dns_subdomain(name: str) -> bool:
     return len(name) <= 253 and bool(_DNS_SUBDOMAIN.match(name))
 
 
-def _normalize(text: str) -> str:
+def normalize_range(text: str) -> str:
     if text.endswith(":"):
         text += "0"
     return text.replace(":", "-").replace("/", "-")
 
 
-def _named(network_name: str, normalized: str) -> str:
+def with_network(network_name: str, normalized: str) -> str:
     name = f"{network_name}-{normalized}" if network_name else normalized
     if not is_dns_subdomain(name) and name.startswith("-"):
         name = "0" + name
@@ -46,12 +46,12 @@ def _named(network_name: str, normalized: str) -> str:
 
 def pool_name(cidr: str, network_name: str = "") -> str:
     """`10.0.0.0/8` -> `10.0.0.0-8`; `caa5::/64` -> `caa5---64`; `::/64` -> `0---64`."""
-    return _named(network_name, _normalize(cidr))
+    return with_network(network_name, normalize_range(cidr))
 
 
 def reservation_name(ip: Address, network_name: str = "") -> str:
     """`10.0.0.5` -> `10.0.0.5`; `fd00::5` -> `fd00--5`; `::5` -> `0--5`."""
-    return _named(network_name, _normalize(str(ip)))
+    return with_network(network_name, normalize_range(str(ip)))
 
 
 def lease_name(pool: str) -> str:
