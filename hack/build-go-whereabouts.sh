@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Build the Go whereabouts CNI plugin (the one we replace) from the Go module
-# proxy into a cache outside the repo, reusing it when present. Used by the
-# compatibility tests (tests/compat) and the benchmarks (bench/).
+# Build the Go whereabouts CNI plugin (the one we replace) and its node-slice
+# controller from the Go module proxy into a cache outside the repo, reusing
+# them when present. Used by the compatibility tests (tests/compat), the
+# node-slice tests (tests/ops/test_nodeslices.py) and the benchmarks (bench/).
 #
 #   GO_WHEREABOUTS_VERSION   module version to build (default v0.9.4)
 #   WHEREABOUTS_CACHE        cache root (default ~/.cache/whereabouts-testenv)
 #
-# Output: the path of the binary on stdout (last line); progress on stderr.
-# The binary is $CACHE/go-whereabouts-<version>/whereabouts.
+# Output: the path of the plugin on stdout (last line); progress on stderr.
+# The plugin is $CACHE/go-whereabouts-<version>/whereabouts, the controller
+# `nodeslicecontroller` next to it.
 set -euo pipefail
 
 VERSION="${GO_WHEREABOUTS_VERSION:-v0.9.4}"
@@ -15,6 +17,7 @@ MODULE="github.com/k8snetworkplumbingwg/whereabouts"
 CACHE_ROOT="${WHEREABOUTS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/whereabouts-testenv}"
 OUT_DIR="$CACHE_ROOT/go-whereabouts-$VERSION"
 BIN="$OUT_DIR/whereabouts"
+CONTROLLER="$OUT_DIR/nodeslicecontroller"
 
 say() { echo "[build-go-whereabouts] $*" >&2; }
 fail() { say "FAILED at step: $*"; exit 1; }
@@ -22,7 +25,7 @@ fail() { say "FAILED at step: $*"; exit 1; }
 [[ "$VERSION" =~ ^v[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?$ ]] \
   || fail "check GO_WHEREABOUTS_VERSION ('$VERSION' is not a module version like v0.9.4)"
 
-if [[ -x "$BIN" ]]; then
+if [[ -x "$BIN" && -x "$CONTROLLER" ]]; then
   say "whereabouts $VERSION cached"
   echo "$BIN"
   exit 0
@@ -38,7 +41,7 @@ if command -v flock >/dev/null; then
   flock -n 8 || { say "another build of $VERSION is running: waiting for it"; flock 8; } \
     || fail "lock $OUT_DIR/.build.lock"
 fi
-if [[ -x "$BIN" ]]; then
+if [[ -x "$BIN" && -x "$CONTROLLER" ]]; then
   say "whereabouts $VERSION built by another process meanwhile"
   echo "$BIN"
   exit 0
@@ -90,14 +93,19 @@ while read -r rep; do
 done <replaces.txt
 
 say "$VERSION: fetching its dependencies (the first time: a minute or more)"
-go get "$MODULE/cmd@$VERSION" >&2 || fail "go get $MODULE/cmd@$VERSION"
+go get "$MODULE/cmd@$VERSION" "$MODULE/cmd/nodeslicecontroller@$VERSION" >&2 \
+  || fail "go get $MODULE/cmd $MODULE/cmd/nodeslicecontroller@$VERSION"
 
-say "$VERSION: building the plugin $MODULE/cmd (a minute or two on 2 cores the first time)"
 pkg="$MODULE/pkg/version"
 ldflags="-X $pkg.Version=$VERSION -X $pkg.ReleaseStatus=released -X $pkg.GitTreeState=clean"
-start=$SECONDS
-CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$BIN.tmp" "$MODULE/cmd" >&2 \
-  || fail "go build $MODULE/cmd"
-mv -f "$BIN.tmp" "$BIN" || fail "install $BIN"
-say "$VERSION: built in $((SECONDS - start))s: $BIN"
+# build PACKAGE OUTPUT WHAT: one binary, moved into place only once complete.
+build() {
+  local start=$SECONDS
+  say "$VERSION: building $3 $1 (a minute or two on 2 cores the first time)"
+  CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$2.tmp" "$1" >&2 || fail "go build $1"
+  mv -f "$2.tmp" "$2" || fail "install $2"
+  say "$VERSION: built in $((SECONDS - start))s: $2"
+}
+[[ -x "$BIN" ]] || build "$MODULE/cmd" "$BIN" "the plugin"
+[[ -x "$CONTROLLER" ]] || build "$MODULE/cmd/nodeslicecontroller" "$CONTROLLER" "the node-slice controller"
 echo "$BIN"
