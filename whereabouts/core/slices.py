@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import ipaddress
 
-from whereabouts.core.pool import normalize_range, with_network
+from whereabouts.core.pool import is_dns_subdomain, normalize_range, with_network
+from whereabouts.core.record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable
     from typing import Any
 
     from whereabouts.core.ranges import Network
@@ -80,3 +82,142 @@ def parse_slice(text: str, rng: Network) -> Network:
     if net.version != rng.version or not net.subnet_of(rng):  # type: ignore[arg-type]
         raise ValueError(f"sliceRange {text} lies outside the range {rng}")
     return net
+
+
+# --- the controller's side: what NADs ask for, and who gets which slice -------------------
+
+NAD_API_VERSION = "k8s.cni.cncf.io/v1"
+NAD_KIND = "NetworkAttachmentDefinition"
+# The keys a NodeSlicePool depends on; the flat file fills the ones the NAD leaves empty, as in the plugin.
+SLICE_KEYS = ("range", "ipRanges", "node_slice_size", "network_name")
+
+
+class SliceSpec(Record):
+    """What one network config asks of its NodeSlicePool: `spec` as the Go controller writes it."""
+
+    __slots__ = ("set_name", "network_name", "range", "slice_size")
+    set_name: str  # the NodeSlicePool's name
+    network_name: str  # prefixes the slice pools' names
+    range: str  # the network, normalized (`spec.range`)
+    slice_size: str  # node_slice_size verbatim (`spec.sliceSize`), e.g. "/26"
+
+    @property
+    def spec(self) -> dict[str, str]:
+        return {"range": self.range, "sliceSize": self.slice_size}
+
+
+def nad_ipam(config: Any) -> tuple[str, dict[str, Any]] | None:
+    """(network name, inline ipam) of a NAD's parsed `spec.config`, or None when whereabouts is not its IPAM.
+
+    A plugin list counts by its first plugin, as in the Go controller; the name is the list's, which the
+    runtime hands to each plugin (the Go controller takes the first plugin's own, usually empty, name).
+    """
+    if not isinstance(config, dict):
+        return None
+    plugin = config
+    if not config.get("type") and isinstance(config.get("plugins"), list) and config["plugins"]:
+        plugin = config["plugins"][0]
+    ipam = plugin.get("ipam") if isinstance(plugin, dict) else None
+    if not isinstance(ipam, dict) or ipam.get("type") != "whereabouts":
+        return None
+    name = config.get("name")
+    return (name if isinstance(name, str) else ""), ipam
+
+
+def _range_network(text: Any) -> str:
+    """`10.0.0.7/24` -> `10.0.0.0/24`; `<start>-<end>/<prefix>` -> the network of `<end>/<prefix>` (Go's rule)."""
+    if not isinstance(text, str) or "/" not in text:
+        raise ValueError(f"range {text!r} is not a CIDR")
+    cidr = text.split("-", 1)[1] if "-" in text else text
+    try:
+        return str(ipaddress.ip_network(cidr.strip(), strict=False))
+    except ValueError:
+        raise ValueError(f"range {text!r} is not a CIDR") from None
+
+
+def slice_spec(name: str, inline: dict[str, Any], flat: dict[str, Any] | None = None) -> SliceSpec | None:
+    """The NodeSlicePool a whereabouts `ipam` section asks for, None without `node_slice_size`.
+
+    `flat` (the flat file) fills keys that `inline` leaves empty. Raises ValueError naming what is wrong.
+    """
+    conf = {k: inline.get(k) or (flat or {}).get(k) for k in SLICE_KEYS}
+    size = conf["node_slice_size"]
+    if not size:
+        return None
+    if not isinstance(size, str):
+        raise ValueError(f"node_slice_size {size!r} is not a string such as \"/26\"")
+    ranges = conf["ipRanges"] if isinstance(conf["ipRanges"], list) else []
+    first = conf["range"] or (ranges[0].get("range") if ranges and isinstance(ranges[0], dict) else None)
+    if not first:
+        raise ValueError("node_slice_size without a range (set 'range' or 'ipRanges')")
+    network = _range_network(first)
+    check_slicing(ipaddress.ip_network(network), parse_slice_size(size))
+    network_name = conf["network_name"] or ""
+    if not isinstance(network_name, str):
+        raise ValueError(f"network_name {network_name!r} is not a string")
+    set_name = slice_set_name(network_name, name)
+    if not is_dns_subdomain(set_name) or len(set_name) > 253:
+        raise ValueError(f"the NodeSlicePool name {set_name!r} (network_name, else the network's name) "
+                         "is not a valid object name")
+    return SliceSpec(set_name, network_name, network, size)
+
+
+def fresh_allocations(spec: dict[str, Any], nodes: Iterable[str]) -> list[dict[str, str]]:
+    """`status.allocations` of a new slicing: every slice in order, the nodes on the lowest ones."""
+    network = ipaddress.ip_network(spec["range"])
+    empty = [{"nodeName": "", "sliceRange": s} for s in divide(network, parse_slice_size(spec["sliceSize"]))]
+    return assign(empty, nodes)
+
+
+def assign(allocations: list[dict[str, Any]], nodes: Iterable[str]) -> list[dict[str, Any]]:
+    """Give each node (in name order) that holds no slice the lowest free one, while any is free."""
+    out = [dict(a) for a in allocations]
+    holding = {a.get("nodeName") for a in out}
+    free = (a for a in out if not a.get("nodeName"))
+    for node in sorted(set(nodes) - holding):
+        slot = next(free, None)
+        if slot is None:
+            break
+        slot["nodeName"] = node
+    return out
+
+
+def unassign(allocations: list[dict[str, Any]], nodes: Collection[str], held: Collection[str] = ()
+             ) -> list[dict[str, Any]]:
+    """Free the slices of nodes that are gone, except those in `held` (a live pod still has an address there)."""
+    return [{**a, "nodeName": ""} if a.get("nodeName") and a["nodeName"] not in nodes and a["nodeName"] not in held
+            else dict(a) for a in allocations]
+
+
+def unassigned_nodes(allocations: list[dict[str, Any]], nodes: Collection[str]) -> list[tuple[str, str]]:
+    """(node, slice) of each slice whose node is gone: the candidates `unassign` frees."""
+    return [(a["nodeName"], a.get("sliceRange", "")) for a in allocations
+            if a.get("nodeName") and a["nodeName"] not in nodes]
+
+
+def owner_references(current: list[dict[str, Any]], owners: list[tuple[str, str]],
+                     stale: Collection[str] = ()) -> list[dict[str, Any]]:
+    """The NodeSlicePool's owner references for the NADs `owners` ((name, uid), oldest first).
+
+    References to other kinds are kept; NAD references in `stale` (uids of NADs that are gone or no longer
+    ask for this pool) are dropped, and a missing NAD gets a plain reference, as the Go controller adds them.
+    One NAD reference is the controller: the one that already is, else the first.
+    """
+    refs = [dict(r) for r in current if not (_is_nad_ref(r) and r.get("uid") in stale)]
+    have = {r.get("uid") for r in refs if _is_nad_ref(r)}
+    refs += [{"apiVersion": NAD_API_VERSION, "kind": NAD_KIND, "name": name, "uid": uid}
+             for name, uid in owners if uid not in have]
+    nad_refs = [r for r in refs if _is_nad_ref(r)]
+    if nad_refs and not any(r.get("controller") for r in nad_refs):
+        nad_refs[0].update(controller=True, blockOwnerDeletion=True)
+    return refs
+
+
+def nad_owner_uids(obj: dict[str, Any]) -> list[str]:
+    """The uids of the NADs a NodeSlicePool names as owners."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return [r["uid"] for r in refs if isinstance(r, dict) and _is_nad_ref(r) and isinstance(r.get("uid"), str)]
+
+
+def _is_nad_ref(ref: dict[str, Any]) -> bool:
+    return ref.get("kind") == NAD_KIND and str(ref.get("apiVersion", "")).startswith("k8s.cni.cncf.io/")
