@@ -6,7 +6,7 @@
 # accounts). No kubelet: hack/node.sh adds one. Used by the tests and the
 # quick start.
 #
-#   hack/cluster.sh up       start (or reuse) the cluster, apply doc/crds/*.yaml,
+#   hack/cluster.sh up       start (or reuse) the cluster, apply doc/crds/*.yaml and the NAD CRD,
 #                            print shell exports on stdout
 #   hack/cluster.sh down     stop what `up` started and remove the state dir
 #   hack/cluster.sh status   "running ..." (exit 0) or "stopped" (exit 1)
@@ -349,8 +349,11 @@ EOF
 apply_crds() {
   local py
   py="$(python_with_yaml)"
-  step "applying doc/crds/*.yaml and waiting until Established"
-  "$py" - "https://127.0.0.1:$APISERVER_PORT" "$TOKEN" "$DIR/ca.crt" "$ROOT"/doc/crds/*.yaml <<'EOF'
+  # Multus's NetworkAttachmentDefinition CRD too: the node-slice controller watches
+  # NADs (hack/node.sh also posts it, tolerating one that exists).
+  step "applying doc/crds/*.yaml and the NetworkAttachmentDefinition CRD, waiting until Established"
+  "$py" - "https://127.0.0.1:$APISERVER_PORT" "$TOKEN" "$DIR/ca.crt" "$ROOT"/doc/crds/*.yaml \
+    "$ROOT/tests/e2e/fixtures/network-attachment-definition-crd.yaml" <<'EOF'
 import json, ssl, sys, time, urllib.error, urllib.request
 import yaml
 
