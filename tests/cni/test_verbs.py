@@ -343,22 +343,29 @@ def test_a_slow_holder_renews_its_lease(netconf, kube, namespace, tmp_path):
     assert renewed and renewed[0]["renewals"] >= 5, renewed
 
 
-def test_block_layout_spreads_spills_and_frees(netconf, pools):
-    conf = netconf({"range": "10.11.0.0/22", "block_size": 256})
+def test_blocks_belong_to_nodes_spill_when_full_and_are_freed(netconf, pools, tmp_path):
+    base = netconf({"range": "10.11.0.0/22", "block_size": 16})
+
+    def on(node: str) -> dict:
+        return {**base, "ipam": {**base["ipam"], "node_lock_dir": str(tmp_path / node)}}
+
     ips = {}
-    for i in range(12):
-        ips[i] = run(conf, "ADD", container_id=f"c{i}", pod=f"p{i}").ok().ips[0]
-    assert len(set(ips.values())) == 12
-    names = {p["metadata"]["name"] for p in pools.custom.list_namespaced_custom_object(
-        "whereabouts.cni.cncf.io", "v1alpha1", pools.namespace, "ippools")["items"]}
-    assert names <= {f"10.11.0.0-22-blk{i}" for i in range(4)} and len(names) > 1
-    blk = pools.pool(sorted(names)[0])
-    assert blk["metadata"]["annotations"]["whereabouts.cni.cncf.io/range"] == "10.11.0.0/22"
-    # Idempotent and freed across blocks.
-    assert run(conf, "ADD", container_id="c3", pod="p3").ok().ips[0] == ips[3]
-    for i in range(12):
-        run(conf, "DEL", container_id=f"c{i}", pod=f"p{i}").ok()
-    assert all(pools.allocations(n) == {} for n in names)
+    for i in range(20):
+        node = "node-b" if i % 6 == 5 else "node-a"
+        ips[i] = run(on(node), "ADD", container_id=f"c{i}", pod=f"p{i}", env={"NODENAME": node}).ok().ips[0]
+    assert len(set(ips.values())) == 20
+    owners = {p["metadata"]["name"]: p["metadata"]["annotations"]["whereabouts.cni.cncf.io/node"]
+              for p in pools.custom.list_namespaced_custom_object(
+                  "whereabouts.cni.cncf.io", "v1alpha1", pools.namespace, "ippools")["items"]}
+    # node-a fills blk0 (15 addresses) and spills into blk2; node-b claimed blk1 on its first ADD.
+    assert owners == {"10.11.0.0-22-blk0": "node-a", "10.11.0.0-22-blk1": "node-b", "10.11.0.0-22-blk2": "node-a"}
+    assert [ips[i] for i in (5, 11, 17)] == ["10.11.0.16/22", "10.11.0.17/22", "10.11.0.18/22"]
+    assert pools.coord.list_namespaced_lease(pools.namespace).items == []  # no Lease on this path
+    # Idempotent, and freed whichever node's block holds it.
+    assert run(on("node-a"), "ADD", container_id="c3", pod="p3", env={"NODENAME": "node-a"}).ok().ips[0] == ips[3]
+    for i in range(20):
+        run(on("node-a"), "DEL", container_id=f"c{i}", pod=f"p{i}", env={"NODENAME": "node-a"}).ok()
+    assert all(pools.allocations(n) == {} for n in owners)
     assert pools.reservations() == []
 
 

@@ -84,13 +84,6 @@ def test_result_carries_an_empty_dns_object(env, ours, go):
     assert our_out == {"cniVersion": "1.0.0", "ips": [{"address": "10.106.0.1/24"}]}
 
 
-def test_node_slices_are_refused(env, ours):
-    """Go's experimental node slices (`node_slice_size`, NodeSlicePool objects) are not implemented:
-    ours refuses the config instead of allocating from the whole range."""
-    err = ours.run(env.conf({"range": "10.107.0.0/16", "node_slice_size": "/24"}), "ADD").error(7)
-    assert "node_slice_size" in err["msg"]
-
-
 def test_del_on_an_unused_range_creates_no_pool(env, ours, go):
     """A DEL for a range nobody allocated from: Go creates the empty IPPool on the way, ours stores nothing."""
     go.run(env.conf({"range": "10.108.0.0/24"}), "DEL").ok()

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.compat.conftest import Env, Plugin, finish_all, wait_for
+from tests.compat.conftest import GROUP, VERSION, Env, Plugin, finish_all, wait_for
 from tests.helpers.cni import finish
 
 pytestmark = pytest.mark.timeout(900)
@@ -324,3 +324,32 @@ def test_the_shared_lease_makes_the_other_plugin_wait(env, both, slow):
     # The Lease is released just before the slow ADD exits: the other cannot end much earlier.
     assert ended["second"] > ended["first"] - 0.5, f"{other.name} did not wait for {slow_p.name}'s Lease: {ended}"
     assert set(env.store.allocations("10.47.0.0-24")) == {"1", "2"}
+
+
+def test_node_slices_mix_with_the_go_plugin_on_one_node(env, ours, go):
+    """`node_slice_size`: both plugins find the node's slice in the same NodeSlicePool, allocate in the
+    same per-node IPPool under the same Lease name, and never hand out one address twice."""
+    env.store.custom.create_namespaced_custom_object(GROUP, VERSION, env.namespace, "nodeslicepools", {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "NodeSlicePool", "metadata": {"name": "compatnet"},
+        "spec": {"range": "10.107.0.0/24", "sliceSize": "/26"}})
+    obj = env.store.custom.get_namespaced_custom_object(GROUP, VERSION, env.namespace, "nodeslicepools", "compatnet")
+    obj["status"] = {"allocations": [{"nodeName": "node-b", "sliceRange": "10.107.0.0/26"},
+                                     {"nodeName": "node-a", "sliceRange": "10.107.0.64/26"}]}
+    env.store.custom.replace_namespaced_custom_object(GROUP, VERSION, env.namespace, "nodeslicepools",
+                                                             "compatnet", obj)
+    conf = env.conf({"range": "10.107.0.0/24", "node_slice_size": "/26"})
+    got = []
+    for i in range(6):
+        plugin = (ours, go)[i % 2]
+        run = plugin.run(conf, "ADD", container_id=f"c{i}", pod=f"p{i}", env={"NODENAME": "node-a"})
+        got.append(run.ok().ips[0])
+    assert got == [f"10.107.0.{65 + i}/24" for i in range(6)]
+    assert sorted(env.store.pool_ips("node-a-10.107.0.64-26")) == [f"10.107.0.{65 + i}" for i in range(6)]
+    assert "node-a-10.107.0.64-26" in env.store.leases()
+    # Each frees what the other allocated.
+    go.run(conf, "DEL", container_id="c0", pod="p0", env={"NODENAME": "node-a"}).ok()
+    ours.run(conf, "DEL", container_id="c1", pod="p1", env={"NODENAME": "node-a"}).ok()
+    assert sorted(env.store.pool_ips("node-a-10.107.0.64-26")) == [f"10.107.0.{65 + i}" for i in range(2, 6)]
+    # A node without a slice: ours says try again (11) and stores nothing.
+    err = ours.run(conf, "ADD", container_id="x", pod="x", env={"NODENAME": "node-z"}).error(11)
+    assert "node 'node-z' has no slice" in err["msg"]

@@ -183,8 +183,8 @@ def test_a_range_split_into_blocks(netconf, pods, wb, wb_proc):
     ns = pods.namespace
     conf = netconf({"range": "10.64.0.0/22", "block_size": 256})
     pods.create("web-0")
-    for i in range(12):
-        run(conf, "ADD", container_id=f"c{i}", pod=f"p{i}", pod_namespace=ns).ok()
+    for i in range(12):  # from three nodes: three blocks
+        run(conf, "ADD", container_id=f"c{i}", pod=f"p{i}", pod_namespace=ns, env={"NODENAME": f"n{i % 3}"}).ok()
     run(netconf({"range": "10.10.0.0/28"}), "ADD", container_id="c", pod="web-0", pod_namespace=ns).ok()
 
     pools = wb("pools", "-o", "json").json

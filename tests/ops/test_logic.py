@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from whereabouts.operator.audit import audit
-from whereabouts.operator.reconcile import network_names, pairing, plan, snapshot, unchanged, view_pool
+from whereabouts.operator.reconcile import (abandoned_blocks, network_names, pairing, plan, snapshot, unchanged,
+                                           view_pool)
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc)
 OLD = timedelta(minutes=10)
@@ -136,6 +137,20 @@ def test_blocks_of_a_split_range_use_their_parent_range():
     findings = sorted((f.kind, f.address) for f in audit(snap))
     assert findings == [("out-of-range", "10.0.0.0"), ("out-of-range", "10.0.0.255")]
     assert plan(snap, {"ns/a", "ns/b", "ns/c", "ns/d", "ns/e"}, NOW, timedelta(0)).reservations == []
+
+
+def test_only_empty_blocks_of_deleted_nodes_are_abandoned():
+    def block(i: int, node: str, allocs: dict) -> dict:
+        obj = pool(f"10.0.0.0-24-blk{i}", f"10.0.0.{64 * i}/26", allocs)
+        obj["metadata"]["annotations"] = {"whereabouts.cni.cncf.io/range": "10.0.0.0/24"}
+        if node:
+            obj["metadata"]["annotations"]["whereabouts.cni.cncf.io/node"] = node
+        return obj
+
+    snap = snapshot([block(0, "gone", {}), block(1, "gone", {"5": entry("ns/a")}), block(2, "alive", {}),
+                     block(3, "", {}), pool("10.1.0.0-24", "10.1.0.0/24", {}),
+                     block(4, "gone", {"x": entry("ns/b")})])
+    assert [v.name for v in abandoned_blocks(snap.pools, {"alive"})] == ["10.0.0.0-24-blk0"]
 
 
 def test_in_a_pod_without_a_kubeconfig_the_service_account_is_used(tmp_path, monkeypatch):

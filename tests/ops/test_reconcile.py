@@ -183,9 +183,10 @@ def test_blocks_of_a_named_network(netconf, pools, pods, wb):
     ns = pods.namespace
     conf = netconf({"network_name": "blue", "block_size": 16})
     pods.create(*[f"live-{i}" for i in range(6)])
-    for i in range(6):
-        run(conf, "ADD", container_id=f"l{i}", pod=f"live-{i}", pod_namespace=ns).ok()
-        run(conf, "ADD", container_id=f"d{i}", pod=f"dead-{i}", pod_namespace=ns).ok()
+    for i in range(6):  # from three nodes, so that three blocks are claimed
+        node = {"NODENAME": f"node-{i % 3}"}
+        run(conf, "ADD", container_id=f"l{i}", pod=f"live-{i}", pod_namespace=ns, env=node).ok()
+        run(conf, "ADD", container_id=f"d{i}", pod=f"dead-{i}", pod_namespace=ns, env=node).ok()
     blocks = [p["metadata"]["name"] for p in pools.custom.list_namespaced_custom_object(
         "whereabouts.cni.cncf.io", "v1alpha1", ns, "ippools")["items"]]
     assert len(blocks) > 1 and all(b.startswith("blue-10.10.0.0-24-blk") for b in blocks)
@@ -198,3 +199,27 @@ def test_blocks_of_a_named_network(netconf, pools, pods, wb):
     assert held == {f"{ns}/live-{i}" for i in range(6)}
     assert all(r["metadata"]["name"].startswith("blue-") for r in pools.reservations())
     assert wb("check").rc == 0
+
+
+def test_empty_blocks_of_deleted_nodes_are_released(netconf, pools, pods, wb, kube):
+    """node-1 exists, node-2 does not: node-2's block goes once the pods holding addresses in it are gone."""
+    from kubernetes import client
+
+    ns = pods.namespace
+    core = client.CoreV1Api(kube)
+    core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=f"{ns}-node-1")))
+    try:
+        conf = netconf({"range": "10.66.0.0/24", "block_size": 16})
+        pods.create("on-1")
+        run(conf, "ADD", container_id="a", pod="on-1", pod_namespace=ns, env={"NODENAME": f"{ns}-node-1"}).ok()
+        run(conf, "ADD", container_id="b", pod="on-2", pod_namespace=ns, env={"NODENAME": f"{ns}-node-2"}).ok()
+        run(conf, "DEL", container_id="a", pod="on-1", pod_namespace=ns, env={"NODENAME": f"{ns}-node-1"}).ok()
+        names = sorted(p["metadata"]["name"] for p in pools.pools())
+        assert names == ["10.66.0.0-24-blk0", "10.66.0.0-24-blk1"]
+        out = wb("reconcile", "--grace", "0", "-o", "json").json  # frees on-2's entry (no such pod)
+        assert [f["kind"] for f in out["freed"]] == ["allocation", "reservation"]
+        out = wb("reconcile", "--grace", "0", "-o", "json").json  # then node-2's empty block
+        assert [(f["kind"], f["name"]) for f in out["freed"]] == [("block", "10.66.0.0-24-blk1")]
+        assert sorted(p["metadata"]["name"] for p in pools.pools()) == ["10.66.0.0-24-blk0"]
+    finally:
+        core.delete_node(f"{ns}-node-1")

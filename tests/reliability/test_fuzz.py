@@ -120,7 +120,7 @@ INVALID_BY_CONSTRUCTION = [
     ("range", "10.0.0.0/33"), ("range", 12), ("range_start", "x"), ("exclude", "10.0.0.1"), ("exclude", [5]),
     ("gateway", "nope"), ("routes", [{"gw": "1.2.3.4"}]), ("dns", []), ("addresses", ["10.0.0.1/24"]),
     ("network_name", "UPPER"), ("enable_overlapping_ranges", "true"), ("log_level", "loud"),
-    ("leader_lease_duration", "1500"), ("sleep_for_race", -1), ("node_slice_size", "/26"), ("block_size", 3),
+    ("leader_lease_duration", "1500"), ("sleep_for_race", -1), ("node_slice_size", "x26"), ("block_size", 3),
     ("ipRanges", [{"range": "fd00::/200"}]), ("ipRanges", "10.0.0.0/24"), ("type", "static"),
 ]
 

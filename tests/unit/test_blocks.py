@@ -38,14 +38,33 @@ def capacity(rng) -> int:
     return sum(1 for o in range(rng.first, rng.last + 1) if rng.excluded_until(o) is None)
 
 
-def test_block_of_and_search_order():
+def test_block_of():
     layout = Layout(parse_range("range", "10.0.0.0/16"), block_size=1024)
     assert layout.block_of(ipaddress.ip_address("10.0.9.7")).index == 2
-    order = layout.search_order("ns/pod|net1")
-    assert sorted(b.index for b in order) == list(range(64))
-    assert order == layout.search_order("ns/pod|net1")  # stable
-    homes = {layout.search_order(f"ns/p{i}|net1")[0].index for i in range(200)}
-    assert len(homes) > 40  # owners spread over blocks
+    assert layout.name == "10.0.0.0-16"
+
+
+def test_a_node_slice_leaves_out_its_own_network_and_broadcast_like_the_go_plugin():
+    from whereabouts.core.blocks import carve
+
+    rng = parse_range("range", "10.0.0.0/24", exclude=["10.0.0.70/31"], gateway=ipaddress.ip_address("10.0.0.65"))
+    blk = carve(rng, ipaddress.ip_network("10.0.0.64/26"), "node-1-10.0.0.64-26")
+    assert (blk.local.cidr, blk.local.first, blk.local.last) == ("10.0.0.64/26", 1, 62)
+    assert blk.local.excluded == ((1, 1), (6, 7)) and blk.local.gateway == 1 and blk.index is None
+    # range_start/range_end still bound it
+    narrow = parse_range("range", "10.0.0.0/24", start="10.0.0.100", end="10.0.0.120")
+    blk = carve(narrow, ipaddress.ip_network("10.0.0.64/26"), "n")
+    assert (blk.local.first, blk.local.last) == (36, 56)
+
+
+def test_block_metadata_names_the_claiming_node():
+    from whereabouts.core.blocks import block_node
+
+    layout = Layout(parse_range("range", "10.0.0.0/16"), block_size=1024)
+    meta = layout.metadata("node-1")
+    assert block_node({"metadata": meta}) == "node-1"
+    assert block_node({"metadata": layout.metadata()}) == ""
+    assert block_node({"metadata": {"annotations": None}}) == "" and block_node({}) == ""
 
 
 def test_wide_ipv6_ranges_use_a_bounded_number_of_blocks():

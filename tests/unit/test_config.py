@@ -150,7 +150,7 @@ def test_all_other_keys():
     ("dns", {"nameservers": "10.0.0.1"}), ("dns", {"nameservers": ["not-an-ip"]}), ("addresses", [{"address": "10.0.0.1"}]),
     ("network_name", "Blue_Net"), ("network_name", 7), ("enable_overlapping_ranges", "yes"),
     ("leader_lease_duration", -5), ("leader_lease_duration", "1500"), ("log_level", "chatty"), ("log_file", 3),
-    ("sleep_for_race", "soon"), ("node_slice_size", "/28"), ("type", "host-local"), ("kubernetes", "x"),
+    ("sleep_for_race", "soon"), ("node_slice_size", "/8"), ("type", "host-local"), ("kubernetes", "x"),
 ])
 def test_invalid_values_name_key_and_value(key, value):
     with pytest.raises(InvalidConfig) as e:

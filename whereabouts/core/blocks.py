@@ -1,4 +1,4 @@
-"""How a range maps onto IPPool objects: one pool, or aligned blocks of one.
+"""How a range maps onto IPPool objects: one pool, aligned blocks of one, or this node's slice.
 
 By default a range is one IPPool named after it, exactly as the Go plugin stores
 it, so both plugins share it. That object cannot grow past etcd's object limit
@@ -7,15 +7,14 @@ With `block_size` set, the range is split into CIDR-aligned blocks of that many
 addresses. It is opt-in because a pool layout must never change under a running
 cluster: the Go plugin, or an older config, would keep using the single pool. Each block is an
 IPPool of its own (spec.range is the block's CIDR, so its offsets decode on their
-own) with a Lease of its own. An owner starts at a home block chosen by a stable
-hash, so concurrent invocations spread over blocks, and spills to the next block
-only when its home block is full.
+own) that one node claims (`BLOCK_NODE_ANNOTATION`) and then allocates in without a
+Lease (see `whereabouts.plugin.affinity`). With `node_slice_size`, the node's slice
+(`whereabouts.core.slices`) is the one pool it uses.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import zlib
 
 from whereabouts.core.pool import pool_name
 from whereabouts.core.ranges import IPRange
@@ -23,12 +22,16 @@ from whereabouts.core.record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from whereabouts.core.ranges import Address
+    from typing import Any
+
+    from whereabouts.core.ranges import Address, Network
 
 # Very wide ranges (an IPv6 /64) use their first MAX_BLOCKS blocks.
 MAX_BLOCKS = 4096
 BLOCK_RANGE_ANNOTATION = "whereabouts.cni.cncf.io/range"
 BLOCK_OF_LABEL = "whereabouts.cni.cncf.io/block-of"
+# The node that claimed a block (an annotation: node names can be longer than a label value).
+BLOCK_NODE_ANNOTATION = "whereabouts.cni.cncf.io/node"
 _BLOCK_INFIX = "-blk"  # block i of pool P is named P-blk<i>
 
 
@@ -83,30 +86,22 @@ class Layout(Record):
 
         return hashlib.sha256(pool_name(self.rng.cidr, self.network_name).encode()).hexdigest()[:40]
 
+    @property
+    def name(self) -> str:
+        """The range's own pool name (the whole pool's, or the stem of its blocks' names)."""
+        return pool_name(self.rng.cidr, self.network_name)
+
     def block(self, i: int) -> Block:
         """Block `i` (0-based, counting from the block holding the first usable address)."""
         rng, size = self.rng, self.block_size
-        name = pool_name(rng.cidr, self.network_name)
         if not self.sharded:
-            return Block(rng, rng, name)
-        lo = (rng.first // size + i) * size
-        hi = lo + size - 1
+            return Block(rng, rng, self.name)
         prefix = rng.network.max_prefixlen - (size.bit_length() - 1)
-        network = ipaddress.ip_network((rng.network.network_address + lo, prefix))
-        excluded = tuple((max(a, lo) - lo, min(b, hi) - lo) for a, b in rng.excluded if b >= lo and a <= hi)
-        gateway = rng.gateway - lo if rng.gateway is not None and lo <= rng.gateway <= hi else None
-        local = IPRange(network, max(rng.first, lo) - lo, min(rng.last, hi) - lo, excluded, gateway)
-        return Block(rng, local, f"{name}{_BLOCK_INFIX}{i}", i)
+        network = ipaddress.ip_network((rng.network.network_address + (rng.first // size + i) * size, prefix))
+        return carve(rng, network, f"{self.name}{_BLOCK_INFIX}{i}", i)
 
     def blocks(self) -> list[Block]:
         return [self.block(i) for i in range(self.count)]
-
-    def search_order(self, owner_key: str) -> list[Block]:
-        """The home block of an owner first (a stable hash: zlib.crc32, unlike hash(), is the
-        same in every process), then the following ones."""
-        n = self.count
-        home = zlib.crc32(owner_key.encode()) % n
-        return [self.block((home + j) % n) for j in range(n)]
 
     def block_of(self, ip: Address) -> Block | None:
         """The block that holds `ip`, if any of the range's blocks does."""
@@ -115,8 +110,32 @@ class Layout(Record):
         i = self.rng.offset(ip) // self.block_size - self.rng.first // self.block_size
         return self.block(i) if 0 <= i < self.count else None
 
-    def metadata(self) -> dict[str, dict[str, str]]:
-        """Labels and annotations that let tools find a block's range and siblings."""
+    def metadata(self, node: str = "") -> dict[str, dict[str, str]]:
+        """Labels and annotations that let tools find a block's range and siblings, and its node."""
         if not self.sharded:
             return {}
-        return {"labels": {BLOCK_OF_LABEL: self.label}, "annotations": {BLOCK_RANGE_ANNOTATION: self.rng.cidr}}
+        annotations = {BLOCK_RANGE_ANNOTATION: self.rng.cidr}
+        if node:
+            annotations[BLOCK_NODE_ANNOTATION] = node
+        return {"labels": {BLOCK_OF_LABEL: self.label}, "annotations": annotations}
+
+
+def carve(rng: IPRange, network: Network, name: str, index: int | None = None) -> Block:
+    """The part of `rng` inside `network` (a block, or a node slice: then the slice's own network and
+    broadcast addresses are left out, as the Go plugin leaves them out)."""
+    lo = rng.offset(network.network_address)
+    hi = lo + network.num_addresses - 1
+    first, last = max(rng.first, lo), min(rng.last, hi)
+    if index is None:
+        first, last = max(first, lo + 1), min(last, hi - 1)
+    excluded = tuple((max(a, lo) - lo, min(b, hi) - lo) for a, b in rng.excluded if b >= lo and a <= hi)
+    gateway = rng.gateway - lo if rng.gateway is not None and lo <= rng.gateway <= hi else None
+    return Block(rng, IPRange(network, first - lo, last - lo, excluded, gateway), name, index)
+
+
+def block_node(obj: dict[str, Any]) -> str:
+    """The node that claimed a block ("" for none: unclaimed, or written before blocks had owners)."""
+    meta = obj.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, dict) else None
+    node = annotations.get(BLOCK_NODE_ANNOTATION) if isinstance(annotations, dict) else None
+    return node if isinstance(node, str) else ""

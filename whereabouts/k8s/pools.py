@@ -46,6 +46,20 @@ class Pools:
             # It exists: created between our read and our create; read theirs.
         raise IOFailure(f"IPPool {name} keeps appearing and disappearing; giving up")
 
+    def claim_pool(self, name: str, cidr: str, metadata: dict[str, Any]) -> Pool | None:
+        """Create the pool empty with `metadata` (a block's owning node): None when it exists already,
+        so of two creators exactly one gets it. After a lost answer, the stored object decides: it is
+        ours if it carries our metadata's annotations and nothing else was written to it yet."""
+        body = new_pool_object(name, cidr, self.store.namespace, metadata)
+        try:
+            obj = self.store.create(POOLS, body)
+        except OutcomeUnknown:
+            obj = self.store.get(POOLS, name)
+            mine = metadata.get("annotations", {}).items() <= (dig(obj, "metadata", "annotations") or {}).items()
+            if obj is None or not mine:
+                return None
+        return decode_pool(obj, cidr) if obj is not None else None
+
     def write_pool(self, pool: Pool) -> bool:
         """Replace the pool if nobody wrote it since we read it. False on a conflict.
 

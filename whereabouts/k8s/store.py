@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 POOLS = "ippools"
 RESERVATIONS = "overlappingrangeipreservations"
+NODE_SLICES = "nodeslicepools"
 
 
 def dig(obj: Any, *keys: str) -> Any:
@@ -34,7 +35,7 @@ def dig(obj: Any, *keys: str) -> Any:
 
 
 class Store:
-    """Namespaced objects of the whereabouts API group, by plural (`POOLS`, `RESERVATIONS`)."""
+    """Namespaced objects of the whereabouts API group, by plural (`POOLS`, `RESERVATIONS`, `NODE_SLICES`)."""
 
     namespace: str
 

@@ -1,7 +1,8 @@
 """Operator commands on the same `whereabouts` executable.
 
 Run with arguments, `whereabouts` is this CLI (without, it is the CNI plugin):
-`pools`, `show`, `check`, `release` and `reconcile`. Each command reads and writes
+`pools`, `show`, `check`, `release`, `reconcile` and `node-slices` (the node-slice controller,
+`whereabouts.operator.nodeslices`). Each command reads and writes
 through `whereabouts.operator.kubeclient`; the decisions are the pure functions of
 `whereabouts.operator.reconcile` and `whereabouts.operator.audit`. Failures are one line on stderr.
 """
@@ -24,7 +25,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from whereabouts import __version__
-from whereabouts.core.blocks import BLOCK_OF_LABEL, parent_pool_name
+from whereabouts.core.blocks import BLOCK_OF_LABEL, block_node, parent_pool_name
 from whereabouts.core.pool import Allocation, is_dns_subdomain, pool_name, reservation_name
 from whereabouts.core.ranges import Address
 from whereabouts.errors import CorruptPool
@@ -32,8 +33,8 @@ from whereabouts.k8s.store import POOLS, RESERVATIONS
 from whereabouts.operator.audit import audit
 from whereabouts.operator.kubeclient import DEFAULT_TIMEOUT, Kube, KubeError, connect
 from whereabouts.operator.release import release_reservations, remove_allocations
-from whereabouts.operator.reconcile import (Entry, Plan, PoolView, Reservation, Snapshot, orphan_reservations, pairing, plan,
-                                   snapshot, unchanged, view_pool)
+from whereabouts.operator.reconcile import (Entry, Plan, PoolView, Reservation, Snapshot, abandoned_blocks,
+                                           orphan_reservations, pairing, plan, snapshot, unchanged, view_pool)
 
 EXIT_OK, EXIT_FAILED = 0, 1
 DEFAULT_GRACE = 60.0
@@ -86,8 +87,8 @@ def emit(args: argparse.Namespace, data: Any, text: Callable[[bool], str]) -> No
 class Freed:
     """One object a release or a sweep removed (or, dry, would remove)."""
 
-    kind: str  # "allocation" or "reservation"
-    name: str  # the pool, or the reservation
+    kind: str  # "allocation", "reservation" or "block" (an empty block of a deleted node)
+    name: str  # the pool (or block), or the reservation
     address: str
     pod: str
     container: str
@@ -329,7 +330,22 @@ def sweep(kube: Kube, grace: timedelta, dry_run: bool) -> Sweep:
         if entries:
             _free_entries(kube, view, entries, todo, dry_run, done)
     _free_orphans(kube, todo.reservations, now, grace, dry_run, done)
+    _release_blocks(kube, snap.pools, dry_run, done)
     return done
+
+
+def _release_blocks(kube: Kube, views: list[PoolView], dry_run: bool, done: Sweep) -> None:
+    """Delete the empty blocks of nodes that no longer exist (nodes are listed only when a block has an owner)."""
+    if not any(v.parent is not None and block_node(v.pool.raw) for v in views):
+        return
+    try:
+        nodes = kube.node_names()
+        for view in abandoned_blocks(views, nodes):
+            reason = f"empty block of node {block_node(view.pool.raw)}, which no longer exists"
+            if dry_run or kube.delete(POOLS, view.name, view.pool.resource_version):
+                done.freed.append(Freed("block", view.name, view.rng.cidr, "", "", "", reason))
+    except KubeError as e:
+        done.errors.append(str(e))
 
 
 def _free_entries(kube: Kube, view: PoolView, entries: list[Entry], todo: Plan, dry_run: bool, done: Sweep) -> None:
@@ -397,6 +413,16 @@ def cmd_reconcile(args: argparse.Namespace, kube: Kube) -> int:
             status = EXIT_FAILED
         if stop.wait(args.interval):
             return status
+
+
+# --- node-slices ----------------------------------------------------------------------
+
+
+def cmd_node_slices(args: argparse.Namespace, kube: Kube) -> int:
+    """The node-slice controller; imported here so that the other commands do not load structlog."""
+    from whereabouts.operator.nodeslices import run
+
+    return run(args, kube)
 
 
 # --- parser and entry point -----------------------------------------------------------
@@ -543,6 +569,27 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--interval", type=_interval, default=DEFAULT_INTERVAL, metavar="SECONDS",
                            help=f"pause between sweeps with --loop (default: {DEFAULT_INTERVAL:g}, "
                                 f"at least {MIN_INTERVAL:g})")
+    slices = command("node-slices", cmd_node_slices, "run the node-slice controller (node_slice_size)",
+                     "Keep a NodeSlicePool for every NetworkAttachmentDefinition whose whereabouts ipam has "
+                     "node_slice_size: the range cut into slices, one per node, as the Go nodeslicecontroller "
+                     "does; a deleted node's slice is freed once no live pod holds an address in it. Replicas "
+                     "elect a leader on a Lease in the namespace; only the leader writes. JSON logs on stderr; "
+                     "runs until SIGTERM or SIGINT. The namespace is -n, else $WHEREABOUTS_NAMESPACE, else "
+                     "the kubeconfig context's, else kube-system.")
+    slices.add_argument("--lease-name", default="whereabouts-node-slices", type=_nonempty, metavar="NAME",
+                        help="the coordination.k8s.io Lease the replicas elect a leader on "
+                             "(default: whereabouts-node-slices)")
+    slices.add_argument("--lease-duration", type=_timeout, default=15.0, metavar="SECONDS",
+                        help="how long a leader that stopped renewing keeps the Lease (default: 15)")
+    slices.add_argument("--renew-deadline", type=_timeout, default=10.0, metavar="SECONDS",
+                        help="a leader that could not renew for this long stops writing (default: 10)")
+    slices.add_argument("--retry-period", type=_timeout, default=2.0, metavar="SECONDS",
+                        help="how often the Lease is renewed, or tried by a standby (default: 2)")
+    slices.add_argument("--resync-interval", type=_interval, default=60.0, metavar="SECONDS",
+                        help="a full pass at least this often, without any change seen (default: 60)")
+    slices.add_argument("--recheck-interval", type=_interval, default=5.0, metavar="SECONDS",
+                        help="how often a deleted node's slice kept for a live pod is checked again (default: 5)")
+    slices.add_argument("--debug", action="store_true", help="log debug events too")
     return parser
 
 
@@ -551,6 +598,15 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "release" and not (args.pod or args.container):
         args.usage_error("release needs --pod NAMESPACE/NAME (or --container ID) to confirm whose address it is")
+    if args.command == "node-slices":
+        if not args.retry_period < args.renew_deadline < args.lease_duration:
+            args.usage_error("need --retry-period < --renew-deadline < --lease-duration")
+        env = os.environ.get("WHEREABOUTS_NAMESPACE")  # what the Go controller reads
+        if not args.namespace and env:
+            try:
+                args.namespace = _namespace(env)
+            except argparse.ArgumentTypeError as e:
+                args.usage_error(f"WHEREABOUTS_NAMESPACE: {e}")
     try:
         kube = connect(args.kubeconfig, args.namespace, args.context, args.request_timeout)
         try:

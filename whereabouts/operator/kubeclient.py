@@ -146,6 +146,11 @@ class Kube(Store):
             if not token:
                 return refs
 
+    def node_names(self) -> set[str]:
+        """The name of every Node (the owners of node-affine blocks)."""
+        resp: Any = self._call("cannot list nodes", lambda **t: self.core.list_node(_preload_content=False, **t))
+        return {n["metadata"]["name"] for n in json.loads(resp.data).get("items") or []}
+
     def pod_exists(self, podref: str) -> bool:
         namespace, _, name = podref.partition("/")
         return self._call(f"cannot read pod {podref}", lambda **t: self.core.read_namespaced_pod(

@@ -40,6 +40,10 @@ each allocation's possible reservation names are computed from its pool: a pool
 is named `[<network_name>-]<normalized range>`, and every network name that the
 pool name allows is tried. A block of a range split into blocks is named after
 its parent range (`<parent pool>-blk<i>`), which its annotation gives.
+
+Blocks are claimed by nodes (`whereabouts.core.blocks`). An empty block whose node is gone
+is deleted, with the resourceVersion read as a precondition, so that any node may claim it
+again; a block that any write touched since the snapshot is kept until the next sweep.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from whereabouts.core.blocks import BLOCK_RANGE_ANNOTATION, parent_pool_name
+from whereabouts.core.blocks import BLOCK_RANGE_ANNOTATION, block_node, parent_pool_name
 from whereabouts.errors import CorruptPool
 from whereabouts.core.pool import Allocation, Pool, decode_pool, pool_name, reservation_name
 from whereabouts.core.ranges import Address, IPRange, Network, usable_span
@@ -298,6 +302,16 @@ def orphan_reservations(
         age = r.age(now)
         (old if age is not None and age >= grace else young).append(r)
     return old, young
+
+
+def abandoned_blocks(pools: Iterable[PoolView], nodes: set[str]) -> list[PoolView]:
+    """Empty blocks claimed by a node that no longer exists: deleting one makes it free for any node.
+
+    A block that still holds an entry is kept: the entries of a deleted node's pods go first,
+    as their pods are found gone, and the block follows in a later sweep."""
+    return [v for v in pools
+            if v.parent is not None and block_node(v.pool.raw) not in nodes | {""}
+            and not v.pool.keys and not v.pool.undecodable]
 
 
 @dataclass

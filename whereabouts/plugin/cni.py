@@ -155,10 +155,6 @@ def pod_ref(cni_args: dict[str, str], strict: bool) -> str:
     return f"{namespace}/{name}"
 
 
-def _node_name(env: dict[str, str]) -> str:
-    return env.get("NODENAME") or env.get("WHEREABOUTS_NODE_NAME") or socket.gethostname()
-
-
 def _prev_ips(netconf: dict[str, Any]) -> list[Any]:
     import ipaddress
 
@@ -217,13 +213,19 @@ def execute(inv: Invocation, log_holder: list[Any], started: float) -> dict[str,
     matched = match_requests(config.ranges, requested, request_source) if requested else {}
     deadline = time.monotonic() + config.lock_timeout_ms / 1000
     api = KubeAPI(kubeconfig.load(config.kubeconfig), deadline)
-    identity = f"{_node_name(inv.env)}/{os.getpid()}/{inv.container_id[:12] or inv.command.lower()}"
+    from whereabouts.plugin.nodename import node_name
+
+    if config.node_slice_prefix or config.block_size:
+        node = node_name(inv.env, config.nodename_dirs)  # the key of its slice and blocks: must be known
+    else:
+        node = inv.env.get("NODENAME") or socket.gethostname()  # only names the Lease holder
+    identity = f"{node}/{os.getpid()}/{inv.container_id[:12] or inv.command.lower()}"
 
     def lease(name: str) -> LeaseLock:
         return LeaseLock(api, name, identity, config.lease_duration_ms, deadline, config.retry_period_ms,
                          config.renew_deadline_ms)
 
-    ipam = IPAM(config, HTTPStore(api), lease, deadline, log)
+    ipam = IPAM(config, HTTPStore(api), lease, deadline, log, node)
     try:
         owner = Allocation(inv.container_id, podref, inv.ifname)
         if inv.command == "ADD":

@@ -49,12 +49,12 @@ class IPAMConfig(Record):
     __slots__ = ("ranges", "kubeconfig", "gateway", "routes", "dns", "addresses", "network_name",
                  "overlapping_ranges", "lease_duration_ms", "renew_deadline_ms", "retry_period_ms",
                  "lock_timeout_ms", "node_lock_dir", "log_file", "log_level", "sleep_for_race", "block_size",
-                 "single_lease")
+                 "single_lease", "node_slice_prefix", "name", "nodename_dirs")
     _defaults = {"gateway": None, "routes": (), "dns": dict, "addresses": (), "network_name": "",
                  "overlapping_ranges": True, "lease_duration_ms": 1500, "renew_deadline_ms": 1000,
                  "retry_period_ms": 500, "lock_timeout_ms": 60000, "node_lock_dir": DEFAULT_NODE_LOCK_DIR,
                  "log_file": "", "log_level": "verbose", "sleep_for_race": 0.0, "block_size": 0,
-                 "single_lease": True}
+                 "single_lease": True, "node_slice_prefix": 0, "name": "", "nodename_dirs": ()}
     ranges: tuple[IPRange, ...]
     kubeconfig: str
     gateway: Address | None
@@ -73,6 +73,11 @@ class IPAMConfig(Record):
     sleep_for_race: float
     block_size: int
     single_lease: bool
+    # `node_slice_size` as a prefix length (0: off); `name` is the network's, naming its NodeSlicePool.
+    node_slice_prefix: int
+    name: str
+    # Where a `nodename` file may name this node (the Go plugin's `configuration_path` lookup).
+    nodename_dirs: tuple[str, ...]
 
 
 def parse_cni_args(raw: str) -> dict[str, str]:
@@ -387,14 +392,34 @@ def _block_size(ipam: dict[str, Any]) -> int:
     return value
 
 
-def parse_ipam(ipam: dict[str, Any]) -> IPAMConfig:
-    """Validate an already merged `ipam` section."""
+def _node_slice_prefix(ipam: dict[str, Any], ranges: tuple[IPRange, ...], block_size: int) -> int:
+    value = ipam.get("node_slice_size")
+    if value in (None, ""):
+        return 0
+    from whereabouts.core.slices import check_slicing, parse_slice_size
+
+    if not isinstance(value, str):
+        raise _bad("node_slice_size", value, 'must be a prefix length string such as "/26"')
+    if len(ranges) != 1:
+        raise _bad("node_slice_size", value, f"node slices need exactly one range, not {len(ranges)}")
+    if block_size:
+        raise _bad("node_slice_size", value, "node slices and block_size exclude each other; pick one")
+    try:
+        prefix = parse_slice_size(value)
+        check_slicing(ranges[0].network, prefix)
+    except ValueError as e:
+        raise _bad("node_slice_size", value, str(e)) from None
+    return prefix
+
+
+def parse_ipam(ipam: dict[str, Any], name: str = "", nodename_dirs: tuple[str, ...] = ()) -> IPAMConfig:
+    """Validate an already merged `ipam` section; `name` is the network's (its config's `name`)."""
     if ipam.get("type") != "whereabouts":
         raise _bad("type", ipam.get("type"), "this plugin only serves ipam type 'whereabouts'")
-    if ipam.get("node_slice_size") not in (None, ""):
-        raise _bad("node_slice_size", ipam.get("node_slice_size"), "node slices are not supported; remove the key")
     gateway = _ip("gateway", ipam["gateway"]) if ipam.get("gateway") not in (None, "") else None
     ranges = parse_ranges(ipam, gateway)
+    block_size = _block_size(ipam)
+    slice_prefix = _node_slice_prefix(ipam, ranges, block_size)
     kube = ipam.get("kubernetes") or {}
     if not isinstance(kube, dict):
         raise _bad("kubernetes", kube, "must be an object with 'kubeconfig'")
@@ -414,6 +439,11 @@ def parse_ipam(ipam: dict[str, Any]) -> IPAMConfig:
     if lease >= lock_timeout:
         # A holder that dies leaves the Lease blocked for its duration: no waiter would outlive it.
         raise _bad("leader_lease_duration", lease, f"must be shorter than lock_timeout_ms ({lock_timeout})")
+    network_name = _network_name(ipam)
+    if slice_prefix and not is_dns_subdomain(network_name or name):
+        raise _bad("node_slice_size", ipam.get("node_slice_size"),
+                   f"its NodeSlicePool is named after network_name, else the network's name ({name!r}), "
+                   "which must then be a valid object name")
     return IPAMConfig(
         ranges=ranges,
         kubeconfig=kubeconfig,
@@ -421,7 +451,7 @@ def parse_ipam(ipam: dict[str, Any]) -> IPAMConfig:
         routes=_routes(ipam),
         dns=_dns(ipam),
         addresses=_addresses(ipam),
-        network_name=_network_name(ipam),
+        network_name=network_name,
         overlapping_ranges=_opt_bool(ipam, "enable_overlapping_ranges", True),
         lease_duration_ms=lease,
         renew_deadline_ms=_opt_ms(ipam, "leader_renew_deadline", 1000),
@@ -431,8 +461,11 @@ def parse_ipam(ipam: dict[str, Any]) -> IPAMConfig:
         log_file=_opt_str(ipam, "log_file"),
         log_level=log_level,
         sleep_for_race=float(sleep),
-        block_size=_block_size(ipam),
+        block_size=block_size,
         single_lease=_opt_bool(ipam, "single_lease", True),
+        node_slice_prefix=slice_prefix,
+        name=name,
+        nodename_dirs=nodename_dirs,
     )
 
 
@@ -446,7 +479,10 @@ def load_ipam(netconf: dict[str, Any]) -> IPAMConfig:
         raise _bad("configuration_path", config_path, "must be a path string")
     flat_path = find_flat_file(config_path)
     merged = merge_flat(inline, read_flat_file(flat_path)) if flat_path else inline
-    return parse_ipam(merged)
+    dirs = [merged.get("configuration_path")] + ([os.path.dirname(flat_path)] if flat_path else [])
+    name = netconf.get("name")
+    return parse_ipam(merged, name if isinstance(name, str) else "",
+                      tuple(dict.fromkeys(d for d in dirs if isinstance(d, str) and d)))
 
 
 def requested_ips(netconf: dict[str, Any], cni_args: dict[str, str]) -> tuple[str, tuple[Address, ...]]:

@@ -69,6 +69,17 @@ class NodeLock:
         self.fd = fd
         return True
 
+    def note(self) -> bytes:
+        """What the last holder left in the lock file (a node's block hints); b"" when not held."""
+        return os.pread(self.fd, 65536, 0) if self.fd is not None else b""
+
+    def set_note(self, data: bytes) -> None:
+        """Leave `data` for the next holder. A crash midway leaves a note that does not parse,
+        which readers treat as none: it is a hint, checked against the store before use."""
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, data, 0)
+
     def release(self) -> None:
         if self.fd is not None:
             os.close(self.fd)  # closing drops the flock

@@ -16,15 +16,15 @@ import time
 from contextlib import contextmanager
 
 from whereabouts.core.allocator import lowest_free, next_step
-from whereabouts.core.blocks import BLOCK_OF_LABEL, Block, Layout
-from whereabouts.core.ownership import attached, find_owned, owner_key, reservation_belongs
+from whereabouts.core.blocks import BLOCK_OF_LABEL, Block, Layout, block_node, carve
+from whereabouts.core.ownership import attached, find_owned, reservation_belongs
 from whereabouts.core.pool import (Allocation, Pool, decode_pool, lease_name, remove_allocation, reservation_name,
                                    set_allocation)
 from whereabouts.core.record import Record
-from whereabouts.errors import (AddressUnavailable, CNIError, NotAllocated, OutcomeUnknown, RangeExhausted,
-                                TryAgainLater)
+from whereabouts.errors import (AddressUnavailable, CNIError, CorruptPool, NotAllocated, OutcomeUnknown,
+                                RangeExhausted, TryAgainLater)
 from whereabouts.k8s.pools import Pools
-from whereabouts.k8s.store import dig
+from whereabouts.k8s.store import NODE_SLICES, dig
 from whereabouts.plugin.nodelock import NodeLock
 
 TYPE_CHECKING = False
@@ -68,46 +68,87 @@ class Stats(Record):
 
 
 class IPAM:
-    """The verbs over a Store; `leases(name)` makes the (not yet taken) Lease guarding a pool."""
+    """The verbs over a Store; `leases(name)` makes the (not yet taken) Lease guarding a pool.
+
+    `node` names this node: the key of node slices and block affinity (unused by default).
+    """
 
     def __init__(self, config: IPAMConfig, store: Store, leases: Callable[[str], LeaseLock], deadline: float,
-                 log: Log) -> None:
+                 log: Log, node: str = "") -> None:
         self.config = config
         self.pools = Pools(store)
         self.leases = leases
         self.deadline = deadline
         self.log = log
+        self.node = node
         self.stats = Stats()
+        self._slices: dict[str, Block | None] = {}
 
     def reservation_name(self, ip: Address) -> str:
         return reservation_name(ip, self.config.network_name)
 
     def lease_of(self, blk: Block) -> str:
-        """The Lease guarding a block. A pool in the Go layout shares the Go plugin's one Lease
-        unless `single_lease` is off; the blocks of a split range are ours alone, one Lease each."""
-        if self.config.single_lease and not blk.sharded:
+        """The Lease guarding a pool in the Go layout: the Go plugin's one Lease per namespace unless
+        `single_lease` is off; a node slice's is named after its pool, as the Go plugin names it."""
+        if self.config.node_slice_prefix:
+            return blk.name
+        if self.config.single_lease:
             return SHARED_LEASE
         return lease_name(blk.name)
 
     @contextmanager
-    def locked(self, blk: Block) -> Iterator[None]:
-        node = NodeLock(self.config.node_lock_dir, blk.name, self.deadline)
+    def locked(self, name: str, lease_name: str | None) -> Iterator[NodeLock]:
+        """The node-local lock `name`, then (unless None: node-affine blocks need none) the Lease."""
+        node = NodeLock(self.config.node_lock_dir, name, self.deadline)
         node_held = node.acquire()
         try:
-            lease = self.leases(self.lease_of(blk))
+            if lease_name is None:
+                self.stats.lock_wait += node.waited
+                self.log.debug("lock", pool=name, node_lock=node_held, node_wait=round(node.waited, 4))
+                yield node
+                return
+            lease = self.leases(lease_name)
             lease.acquire()
             self.stats.lock_wait += node.waited + lease.waited
-            self.log.debug("lock", pool=blk.name, lease=lease.name, node_lock=node_held,
+            self.log.debug("lock", pool=name, lease=lease.name, node_lock=node_held,
                            node_wait=round(node.waited, 4), lease_wait=round(lease.waited, 4),
                            lease_attempts=lease.attempts)
             try:
-                yield
+                yield node
             finally:
                 lease.release()
                 if lease.renewals:
                     self.log.debug("lease renewed", lease=lease.name, renewals=lease.renewals)
         finally:
             node.release()
+
+    def node_slice(self, rng: IPRange) -> Block | None:
+        """This node's slice of the range, as the NodeSlicePool's status says (read once per call)."""
+        from whereabouts.core.slices import node_slice, parse_slice, slice_pool_name, slice_set_name
+
+        set_name = slice_set_name(self.config.network_name, self.config.name)
+        if set_name not in self._slices:
+            obj = self.pools.store.get(NODE_SLICES, set_name)
+            cidr = node_slice(obj, self.node) if obj is not None else None
+            blk = None
+            if cidr is not None:
+                try:
+                    net = parse_slice(cidr, rng.network)
+                except ValueError as e:
+                    raise CorruptPool(f"NodeSlicePool {set_name}: node {self.node}: {e}") from None
+                blk = carve(rng, net, slice_pool_name(self.config.network_name, self.node, str(net)))
+            self._slices[set_name] = blk
+        return self._slices[set_name]
+
+    def _slice_or_wait(self, rng: IPRange) -> Block:
+        blk = self.node_slice(rng)
+        if blk is None:
+            from whereabouts.core.slices import slice_set_name
+
+            raise TryAgainLater(f"node {self.node!r} has no slice of range {rng.cidr} yet (NodeSlicePool "
+                                f"{self.pools.store.namespace}/{slice_set_name(self.config.network_name, self.config.name)}): "
+                                "the node-slice controller assigns one when it sees the node")
+        return blk
 
     def _backoff(self, attempt: int, pool: str) -> None:
         if attempt >= MAX_WRITE_CONFLICTS:
@@ -155,40 +196,99 @@ class IPAM:
 
     def _add_range(self, rng: IPRange, owner: Allocation, want: Address | None) -> Assigned:
         layout = self.layout(rng)
-        if want is not None:
-            blk = layout.block_of(want)
-            if blk is None:
-                raise AddressUnavailable(f"requested address {want} lies beyond the blocks used in range {rng.cidr}")
+        if self.config.node_slice_prefix:
+            blk = self._slice_or_wait(rng)
+            if want is not None and want not in blk.local.network:
+                raise AddressUnavailable(f"requested address {want} lies outside this node's slice "
+                                         f"{blk.local.cidr} of range {rng.cidr}")
             return self._add_in_block(blk, owner, want)
-        order = layout.search_order(owner_key(owner))
-        try:
-            return self._add_in_block(order[0], owner, None)
-        except RangeExhausted:
-            if len(order) == 1:
-                raise
-        # The home block is full: walk on in the owner's order, reading each block once without a
-        # lock, to the first one that holds this owner already (it spilled there before) or has room.
-        for blk in order[1:]:
+        if not layout.sharded:
+            return self._add_in_block(layout.block(0), owner, want)
+        with self.locked(layout.name, None) as lock:
+            if want is not None:
+                blk = layout.block_of(want)
+                if blk is None:
+                    raise AddressUnavailable(f"requested address {want} lies beyond the blocks used in range "
+                                             f"{rng.cidr}")
+                return self._allocate(blk, owner, want)
+            return self._add_affine(layout, owner, lock)
+
+    def _add_affine(self, layout: Layout, owner: Allocation, lock: NodeLock) -> Assigned:
+        """Allocate in this node's blocks (named by the lock file's note, checked against the store),
+        else in the first of `fallbacks` that works out. No Lease: see `whereabouts.core.affinity`."""
+        from whereabouts.core.affinity import ADOPT, CLAIM, USE, Stored, fallbacks, format_hints, parse_hints
+
+        hints = parse_hints(lock.note())
+        mine: list[int] = []
+        for i in hints:
+            blk = layout.block(i)
             pool = self._read(blk, create=False)
-            if pool is not None:
-                held = find_owned(pool.allocations, owner) is not None
-                if not held and not _has_room(blk, pool):
+            if pool is None or block_node(pool.raw) != self.node:
+                continue  # released, or never ours: the listing below tells the truth
+            mine.append(i)
+            if find_owned(pool.allocations, owner) is not None or _has_room(blk, pool):
+                try:
+                    return self._allocate(blk, owner, None, pool)
+                except RangeExhausted:
                     continue
+        tried = set(mine)
+        stored: dict[int, Stored] = {}
+        for blk, pool in self._existing_blocks(layout.rng):
+            node = block_node(pool.raw)
+            stored[blk.index] = Stored(node, _has_room(blk, pool), find_owned(pool.allocations, owner) is not None)
+            if node == self.node:
+                mine.append(blk.index)
+        for action, i in fallbacks(layout.count, stored, self.node, tried):
+            blk = layout.block(i)
+            pool = None
+            if action == CLAIM:
+                pool = self.pools.claim_pool(blk.name, blk.local.cidr, layout.metadata(self.node))
+                if pool is None:
+                    continue  # another node created it first
+            elif action == ADOPT:
+                pool = self._adopt(blk, layout)
+                if pool is None:
+                    continue
+            if action != USE or stored[i].node == self.node:
+                mine.append(i)
             try:
-                return self._add_in_block(blk, owner, None)
+                assigned = self._allocate(blk, owner, None, pool)
             except RangeExhausted:
-                continue  # filled up since we looked
-        raise RangeExhausted(f"no free address left in range {rng.cidr} ({len(order)} blocks of {layout.block_size})")
+                continue  # filled up since the listing
+            break
+        else:
+            raise RangeExhausted(f"no free address left in range {layout.rng.cidr} "
+                                 f"({layout.count} blocks of {layout.block_size})")
+        if sorted(set(mine)) != hints:
+            lock.set_note(format_hints(mine))
+        return assigned
+
+    def _adopt(self, blk: Block, layout: Layout) -> Pool | None:
+        """Record this node as the owner of an unclaimed block; None when another writer got there first."""
+        pool = self._read(blk, create=False)
+        if pool is None or block_node(pool.raw):
+            return None
+        meta = pool.raw.setdefault("metadata", {})
+        meta["annotations"] = {**(meta.get("annotations") or {}), **layout.metadata(self.node)["annotations"]}
+        try:
+            return pool if self.pools.write_pool(pool) else None
+        except OutcomeUnknown:
+            pool = self._read(blk, create=False)
+            return pool if pool is not None and block_node(pool.raw) == self.node else None
 
     def _add_in_block(self, blk: Block, owner: Allocation, want: Address | None) -> Assigned:
-        """Allocate in one block under its locks, retrying lost writes until the deadline.
+        with self.locked(blk.name, self.lease_of(blk)):
+            return self._allocate(blk, owner, want)
 
-        Every round starts from a fresh read of the pool, so a write whose answer was lost is
-        judged by what is stored: if it was applied, the read shows this owner's entry and the
-        round returns it. Reservations this call created are kept across rounds, so a retry that
-        picks the same address goes straight from the pool read to the pool write. When the call
-        ends, it deletes the reservations it created for addresses it does not hold, except those
-        of writes whose outcome was ever unknown: such a write may still be applied, and the
+    def _allocate(self, blk: Block, owner: Allocation, want: Address | None, pool: Pool | None = None) -> Assigned:
+        """Allocate in one block (its locks held), retrying lost writes until the deadline.
+
+        Every round starts from a fresh read of the pool (the first may be given), so a write whose
+        answer was lost is judged by what is stored: if it was applied, the read shows this owner's
+        entry and the round returns it. Reservations this call created are kept across rounds, so a
+        retry that picks the same address goes straight from the pool read to the pool write. When
+        the call ends, it deletes the reservations it created for addresses it does not hold, except
+        those of writes whose outcome was ever unknown: such a write may still be applied, and the
         reservation is what keeps an overlapping range from handing out its address meanwhile.
         """
         local = blk.local
@@ -197,52 +297,53 @@ class IPAM:
         doubtful: dict[int, str] = {}  # offset -> resourceVersion of a write whose answer was lost
         held: int | None = None
         try:
-            with self.locked(blk):
-                conflicts = 0
-                while True:
+            conflicts = 0
+            while True:
+                if pool is None:
                     pool = self._read(blk, create=True)
                     assert pool is not None
-                    step = next_step(local, pool, owner, want, blocked)
-                    for o, rv in list(doubtful.items()):
-                        if o not in (step.offset, step.moves_from) and rv != pool.resource_version:
-                            del doubtful[o]  # the pool moved on without it: that write can never apply
-                    offset = step.offset
-                    if step.keep:
-                        held = offset
-                        return self._keep(pool, blk, offset, owner, new=offset in created.union(doubtful))
-                    if self.config.overlapping_ranges and offset not in created:
-                        holder = self.pools.create_reservation(self.reservation_name(local.address(offset)), owner)
-                        if holder is not None and not reservation_belongs(holder, owner):
-                            if want is not None:
-                                raise AddressUnavailable(f"requested address {want} is reserved by "
-                                                         f"{_holder_text(holder)} in an overlapping range")
-                            blocked.add(offset)
-                            continue
-                        if holder is None:
-                            created.add(offset)
-                    if step.moves_from is not None:
-                        remove_allocation(pool, step.moves_from)
-                    if self.config.sleep_for_race:
-                        time.sleep(self.config.sleep_for_race)
-                    set_allocation(pool, offset, owner)
-                    read_at = pool.resource_version
-                    try:
-                        written = self.pools.write_pool(pool)
-                    except OutcomeUnknown as e:
-                        doubtful[offset] = read_at
-                        self.log.debug("pool write outcome unknown", pool=blk.name, ip=str(local.address(offset)),
-                                       error=e.msg)
-                        written = False
-                    if written:
-                        held = offset
-                        if step.moves_from is not None and self.config.overlapping_ranges:
-                            self.pools.delete_reservation(self.reservation_name(local.address(step.moves_from)),
-                                                          owner)
-                        self.log.debug("allocated", pool=blk.name, ip=str(local.address(offset)),
-                                       conflicts=conflicts)
-                        return Assigned(blk, offset, new=True)
-                    conflicts += 1
-                    self._backoff(conflicts, blk.name)
+                step = next_step(local, pool, owner, want, blocked)
+                for o, rv in list(doubtful.items()):
+                    if o not in (step.offset, step.moves_from) and rv != pool.resource_version:
+                        del doubtful[o]  # the pool moved on without it: that write can never apply
+                offset = step.offset
+                if step.keep:
+                    held = offset
+                    return self._keep(pool, blk, offset, owner, new=offset in created.union(doubtful))
+                if self.config.overlapping_ranges and offset not in created:
+                    holder = self.pools.create_reservation(self.reservation_name(local.address(offset)), owner)
+                    if holder is not None and not reservation_belongs(holder, owner):
+                        if want is not None:
+                            raise AddressUnavailable(f"requested address {want} is reserved by "
+                                                     f"{_holder_text(holder)} in an overlapping range")
+                        blocked.add(offset)
+                        continue
+                    if holder is None:
+                        created.add(offset)
+                if step.moves_from is not None:
+                    remove_allocation(pool, step.moves_from)
+                if self.config.sleep_for_race:
+                    time.sleep(self.config.sleep_for_race)
+                set_allocation(pool, offset, owner)
+                read_at = pool.resource_version
+                try:
+                    written = self.pools.write_pool(pool)
+                except OutcomeUnknown as e:
+                    doubtful[offset] = read_at
+                    self.log.debug("pool write outcome unknown", pool=blk.name, ip=str(local.address(offset)),
+                                   error=e.msg)
+                    written = False
+                if written:
+                    held = offset
+                    if step.moves_from is not None and self.config.overlapping_ranges:
+                        self.pools.delete_reservation(self.reservation_name(local.address(step.moves_from)),
+                                                      owner)
+                    self.log.debug("allocated", pool=blk.name, ip=str(local.address(offset)),
+                                   conflicts=conflicts)
+                    return Assigned(blk, offset, new=True)
+                pool = None
+                conflicts += 1
+                self._backoff(conflicts, blk.name)
         finally:
             for offset in created - doubtful.keys() - {held}:
                 self._forget_reservation(local.address(offset), owner)
@@ -281,38 +382,59 @@ class IPAM:
     # --- releasing: DEL, GC, rollback ----------------------------------------------------
 
     def _release(self, blk: Block, doomed: Callable[[int, Allocation], bool]) -> list[str]:
-        """Remove every allocation of a block that `doomed` picks, then their reservations.
-
-        Reads once without the lock, so a block with nothing to free costs one GET. A write whose
-        answer was lost is judged by the next read: an entry no longer stored was freed, by this
-        call or by another; its reservation goes either way.
-        """
+        """`_free` under the block's locks; a block with nothing to free costs one GET and no lock."""
         pool = self._read(blk, create=False)
         if pool is None or not any(doomed(o, a) for o, a in pool.allocations.items()):
             return []
+        with self.locked(blk.name, self.lease_of(blk)):
+            return self._free(blk, doomed)
+
+    def _free(self, blk: Block, doomed: Callable[[int, Allocation], bool]) -> list[str]:
+        """Remove every allocation of a block that `doomed` picks, then their reservations.
+
+        A write whose answer was lost is judged by the next read: an entry no longer stored was
+        freed, by this call or by another; its reservation goes either way.
+        """
         tried: dict[int, Allocation] = {}
-        with self.locked(blk):
-            conflicts = 0
-            while True:
-                pool = self._read(blk, create=False)
-                gone = {o: a for o, a in pool.allocations.items() if doomed(o, a)} if pool else {}
-                if not gone:
+        conflicts = 0
+        while True:
+            pool = self._read(blk, create=False)
+            gone = {o: a for o, a in pool.allocations.items() if doomed(o, a)} if pool else {}
+            if not gone:
+                break
+            tried.update(gone)
+            for o in gone:
+                remove_allocation(pool, o)
+            try:
+                if self.pools.write_pool(pool):
                     break
-                tried.update(gone)
-                for o in gone:
-                    remove_allocation(pool, o)
-                try:
-                    if self.pools.write_pool(pool):
-                        break
-                except OutcomeUnknown:
-                    pass  # the next read tells
-                conflicts += 1
-                self._backoff(conflicts, blk.name)
+            except OutcomeUnknown:
+                pass  # the next read tells
+            conflicts += 1
+            self._backoff(conflicts, blk.name)
         freed = {o: a for o, a in tried.items() if pool is None or pool.allocations.get(o) != a}
         if self.config.overlapping_ranges:
             for o, alloc in freed.items():
                 self.pools.delete_reservation(self.reservation_name(blk.local.address(o)), alloc)
         return [str(blk.local.address(o)) for o in freed]
+
+    def _release_affine(self, layout: Layout, doomed: Callable[[int, Allocation], bool], everywhere: bool) -> list[str]:
+        """Free in this node's blocks (its note first); `everywhere`: in every block if they had nothing."""
+        from whereabouts.core.affinity import parse_hints
+
+        with self.locked(layout.name, None) as lock:
+            hints = parse_hints(lock.note())
+            freed: list[str] = []
+            for i in hints:
+                freed += self._free(layout.block(i), doomed)
+            if freed and everywhere:
+                return freed
+            for blk, pool in self._existing_blocks(layout.rng):
+                if blk.index in hints or not (everywhere or block_node(pool.raw) == self.node):
+                    continue
+                if any(doomed(o, a) for o, a in pool.allocations.items()):
+                    freed += self._free(blk, doomed)
+            return freed
 
     def delete(self, owner: Allocation) -> list[str]:
         """Free this container's addresses in every range; errors are raised after trying all."""
@@ -324,28 +446,38 @@ class IPAM:
 
         for rng in self.config.ranges:
             try:
-                layout = self.layout(rng)
-                home = layout.search_order(owner_key(owner))[0]
-                found = self._release(home, mine)
-                if not found and layout.sharded:
-                    for blk, _ in self._existing_blocks(rng):
-                        if blk.name != home.name:
-                            found += self._release(blk, mine)
-                freed += found
+                freed += self._release_in_range(rng, mine, everywhere=True)
             except CNIError as e:
                 first_error = first_error or e
         if first_error is not None:
             raise first_error
         return freed
 
+    def _release_in_range(self, rng: IPRange, doomed: Callable[[int, Allocation], bool], everywhere: bool) -> list[str]:
+        """Free what `doomed` picks in the pools this node uses for a range (`everywhere`: for a DEL,
+        every block of a split range when this node's own blocks had nothing)."""
+        layout = self.layout(rng)
+        if self.config.node_slice_prefix:
+            blk = self.node_slice(rng)
+            if blk is None:
+                self.log.info("no slice of this node to free in: nothing to do", range=rng.cidr, node=self.node)
+                return []
+            return self._release(blk, doomed)
+        if layout.sharded:
+            return self._release_affine(layout, doomed, everywhere)
+        return self._release(layout.block(0), doomed)
+
     def gc(self, valid: set[tuple[str, str]]) -> list[str]:
-        """Free every allocation whose (container id, ifname) is not a valid attachment."""
+        """Free every allocation whose (container id, ifname) is not a valid attachment.
+
+        With node slices or blocks, only in this node's pools: the runtime's list names the
+        attachments of this node only."""
         freed: list[str] = []
         errors: list[str] = []
         for rng in self.config.ranges:
             try:
-                for blk, _ in self._existing_blocks(rng):
-                    freed += self._release(blk, lambda _, a: (a.container_id, a.ifname) not in valid)
+                freed += self._release_in_range(rng, lambda _, a: (a.container_id, a.ifname) not in valid,
+                                                everywhere=False)
             except CNIError as e:
                 errors.append(f"{rng.cidr}: {e.msg}")
         if errors:
@@ -354,6 +486,12 @@ class IPAM:
 
     # --- CHECK, STATUS -----------------------------------------------------------------
 
+    def _block_of(self, rng: IPRange, ip: Address) -> Block | None:
+        if self.config.node_slice_prefix:
+            blk = self.node_slice(rng)
+            return blk if blk is not None and ip in blk.local.network else None
+        return self.layout(rng).block_of(ip)
+
     def check(self, container_id: str, ifname: str, addresses: list[Address]) -> None:
         """Every address of prevResult in our ranges is allocated to this container and interface."""
         for rng in self.config.ranges:
@@ -361,7 +499,7 @@ class IPAM:
             if not mine:
                 raise NotAllocated(f"prevResult has no address in range {rng.cidr}")
             for ip in mine:
-                blk = self.layout(rng).block_of(ip)
+                blk = self._block_of(rng, ip)
                 pool = self._read(blk, create=False) if blk else None
                 holder = pool.allocations.get(blk.local.offset(ip)) if pool and blk else None
                 if holder is None or not attached(holder, container_id, ifname):
@@ -372,6 +510,11 @@ class IPAM:
     def status(self) -> None:
         """Raise RangeExhausted unless every range could serve an ADD now."""
         for rng in self.config.ranges:
+            if self.config.node_slice_prefix:
+                blk = self._slice_or_wait(rng)
+                if not _has_room(blk, self._read(blk, create=False)):
+                    raise RangeExhausted(f"no free address left in this node's slice {blk.local.cidr} of {rng.cidr}")
+                continue
             stored = {blk.name: pool for blk, pool in self._existing_blocks(rng)}
             if not any(_has_room(blk, stored.get(blk.name)) for blk in self.layout(rng).blocks()):
                 raise RangeExhausted(f"no free address left in range {rng.cidr}")
