@@ -187,3 +187,39 @@ def test_a_hung_server_costs_one_request_timeout_for_a_del_over_three_ranges(hos
     out, took, _ = invoke(srv, tmp_path, "DEL", lock_timeout_ms=60000, range=None, ipRanges=ranges)
     assert "did not answer" in out.error(11)["msg"]
     assert took < 10 + 4, took
+
+
+def busy(retry_after: str) -> list[bytes]:
+    data = b'{"kind":"Status","code":429,"message":"storage is (re)initializing"}'
+    return [f"HTTP/1.1 429 Too Many Requests\r\nRetry-After: {retry_after}\r\nContent-Length: {len(data)}\r\n\r\n"
+            .encode() + data]
+
+
+def test_a_429_is_waited_out_and_sent_again_writes_included(hostile, tmp_path):
+    """A 429 is refused before any processing (e.g. a CRD's storage being set up): sent again, not failed."""
+    refusals = {"GET": 2, "PUT": 2}
+
+    def answer(method: str, path: str, body: bytes) -> Answer:
+        if "/leases" in path:
+            return lease_answer(method, body)
+        if refusals.get(method, 0):
+            refusals[method] -= 1
+            return busy("0")
+        if method == "GET":
+            return http(404, {"kind": "Status", "reason": "NotFound"})
+        obj = json.loads(body)
+        obj["metadata"]["resourceVersion"] = "3"
+        return http(201 if method == "POST" else 200, obj)
+
+    srv = hostile(answer)
+    out, _, _ = invoke(srv, tmp_path, enable_overlapping_ranges=False)
+    assert out.ok().ips == ["10.0.0.1/24"]
+    assert [r for r in srv.requests if "/ippools" in r[1]].count(("GET", "/apis/whereabouts.cni.cncf.io/v1alpha1/"
+                                                                   "namespaces/kube-system/ippools/10.0.0.0-24")) >= 3
+
+
+def test_endless_429s_end_in_a_bounded_time_with_code_11(hostile, tmp_path):
+    srv = hostile(pools_answer(lambda method: busy("30")))
+    out, took, _ = invoke(srv, tmp_path, lock_timeout_ms=20000)
+    assert "429" in out.error(11)["msg"]
+    assert took < 5 + 3, took  # at most 5 pauses of at most 1 s

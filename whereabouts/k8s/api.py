@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 # The longest one request may take, within the invocation's deadline. After one request timed out
 # the server is taken as unreachable for the rest of the invocation (see `KubeAPI.request`).
 REQUEST_TIMEOUT = 10.0
+# A 429 (refused unprocessed) is sent again at most this many times per request.
+MAX_BUSY_RETRIES = 5
 
 
 class Response(Record):
@@ -124,7 +126,9 @@ class KubeAPI:
         if payload is not None:
             headers["Content-Type"] = "application/json"
         what = f"{method} {path}"
-        for attempt in (1, 2):
+        attempt = busy = 0
+        while True:
+            attempt += 1
             until = self._until(timeout)
             began, sent = time.monotonic(), False
             try:
@@ -157,13 +161,20 @@ class KubeAPI:
                 if not sent:
                     raise TryAgainLater(f"cannot reach the API server {self.conn.server}: {e}") from None
                 if method == "GET":
-                    if reused and attempt == 1:
+                    if reused and attempt == 1 + busy:
                         continue  # a kept-alive connection the server had closed
                     raise TryAgainLater(f"API server {self.conn.server} failed to answer {what}: {e}") from None
                 raise OutcomeUnknown(f"the answer to {what} from {self.conn.server} was lost ({e}); "
                                      "the write may or may not have been applied") from None
+            if resp.status == 429 and busy < MAX_BUSY_RETRIES:
+                # Refused before any processing (rate limits, a CRD's storage being set up): safe to send
+                # again, writes included, after the pause the server asks for, within the deadline.
+                pause = _retry_after(resp.headers.get("retry-after", ""))
+                if time.monotonic() + pause < until:
+                    busy += 1
+                    time.sleep(pause)
+                    continue
             return self._check(method, path, resp.status, data)
-        raise AssertionError("unreachable")
 
     def _check(self, method: str, path: str, status: int, data: bytes) -> Response:
         what = f"{method} {path}"
@@ -269,3 +280,11 @@ class Watch:
         if self._conn is not None:
             self._conn.close()
         self._conn = None
+
+
+def _retry_after(value: str) -> float:
+    """A 429's Retry-After in seconds (1 when absent or a date), capped so that a waiter keeps polling."""
+    try:
+        return min(max(float(value), 0.05), 1.0)
+    except ValueError:
+        return 1.0
