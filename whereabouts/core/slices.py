@@ -10,6 +10,7 @@ of slices and the encoding are the Go plugin's, so both plugins and both control
 from __future__ import annotations
 
 import ipaddress
+import json
 
 from whereabouts.core.pool import is_dns_subdomain, normalize_range, with_network
 from whereabouts.core.record import Record
@@ -88,6 +89,10 @@ def parse_slice(text: str, rng: Network) -> Network:
 
 NAD_API_VERSION = "k8s.cni.cncf.io/v1"
 NAD_KIND = "NetworkAttachmentDefinition"
+# Every NAD that asks for a NodeSlicePool, as JSON {uid: "namespace/name"}. Owner references can only
+# name NADs of the pool's own namespace: the garbage collector deletes a pool whose owners it cannot find
+# there, which is what becomes of the Go controller's pools for NADs in other namespaces.
+OWNERS_ANNOTATION = "whereabouts.cni.cncf.io/network-attachment-definitions"
 # The keys a NodeSlicePool depends on; the flat file fills the ones the NAD leaves empty, as in the plugin.
 SLICE_KEYS = ("range", "ipRanges", "node_slice_size", "network_name")
 
@@ -197,7 +202,8 @@ def unassigned_nodes(allocations: list[dict[str, Any]], nodes: Collection[str]) 
 
 def owner_references(current: list[dict[str, Any]], owners: list[tuple[str, str]],
                      stale: Collection[str] = ()) -> list[dict[str, Any]]:
-    """The NodeSlicePool's owner references for the NADs `owners` ((name, uid), oldest first).
+    """The NodeSlicePool's owner references for the NADs `owners` ((name, uid), oldest first, all of the
+    pool's namespace).
 
     References to other kinds are kept; NAD references in `stale` (uids of NADs that are gone or no longer
     ask for this pool) are dropped, and a missing NAD gets a plain reference, as the Go controller adds them.
@@ -214,9 +220,21 @@ def owner_references(current: list[dict[str, Any]], owners: list[tuple[str, str]
 
 
 def nad_owner_uids(obj: dict[str, Any]) -> list[str]:
-    """The uids of the NADs a NodeSlicePool names as owners."""
-    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-    return [r["uid"] for r in refs if isinstance(r, dict) and _is_nad_ref(r) and isinstance(r.get("uid"), str)]
+    """The uids of the NADs a NodeSlicePool names as owners: in owner references, or in our annotation."""
+    meta = obj.get("metadata") or {}
+    refs = meta.get("ownerReferences") or []
+    uids = [r["uid"] for r in refs if isinstance(r, dict) and _is_nad_ref(r) and isinstance(r.get("uid"), str)]
+    return uids + [u for u in annotated_owners(obj) if u not in uids]
+
+
+def annotated_owners(obj: dict[str, Any]) -> dict[str, str]:
+    """uid -> `namespace/name` of the NADs recorded in OWNERS_ANNOTATION ({} when absent or unreadable)."""
+    text = ((obj.get("metadata") or {}).get("annotations") or {}).get(OWNERS_ANNOTATION)
+    try:
+        value = json.loads(text) if isinstance(text, str) else {}
+    except ValueError:
+        return {}
+    return {k: v for k, v in value.items() if isinstance(v, str)} if isinstance(value, dict) else {}
 
 
 def _is_nad_ref(ref: dict[str, Any]) -> bool:

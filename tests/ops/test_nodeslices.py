@@ -1,0 +1,314 @@
+"""`whereabouts node-slices` on the real API server, and against the Go `nodeslicecontroller`.
+
+Node objects are created directly (no kubelet). The cluster is shared: other tests and sessions may
+add Nodes and NADs meanwhile, so every check is about this test's own nodes and pools.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from whereabouts.core.slices import OWNERS_ANNOTATION, slice_pool_name
+
+ROOT = Path(__file__).resolve().parents[2]
+GROUP, VERSION = "whereabouts.cni.cncf.io", "v1alpha1"
+NAD = ("k8s.cni.cncf.io", "v1", "network-attachment-definitions")
+FAST = ["--retry-period", "0.2", "--renew-deadline", "0.8", "--lease-duration", "1.5", "--recheck-interval", "1"]
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what or check}")
+        time.sleep(0.05)
+
+
+class Env:
+    """This test's namespace, nodes, NADs and controllers."""
+
+    def __init__(self, kube: Any, namespace: str, kubeconfig: Path, tmp: Path) -> None:
+        from kubernetes import client
+
+        self.core, self.custom = client.CoreV1Api(kube), client.CustomObjectsApi(kube)
+        self.ns, self.kubeconfig, self.tmp = namespace, kubeconfig, tmp
+        self.nodes: list[str] = []
+        self.procs: list[subprocess.Popen] = []
+        self.flat = tmp / "whereabouts.conf"  # the Go controller refuses NADs without a flat file and kubeconfig
+        self.flat.write_text(json.dumps({"kubernetes": {"kubeconfig": str(kubeconfig)}}))
+
+    # --- objects ---------------------------------------------------------------------------
+
+    def node(self, suffix: str) -> str:
+        name = f"{self.ns}-{suffix}"
+        self.core.create_node({"metadata": {"name": name}})
+        self.nodes.append(name)
+        return name
+
+    def delete_node(self, name: str) -> None:
+        self.core.delete_node(name)
+
+    def nad(self, name: str, namespace: str | None = None, **ipam: Any) -> dict[str, Any]:
+        conf = {"cniVersion": "0.3.1", "name": name, "type": "macvlan",
+                "ipam": {"type": "whereabouts", "range": "10.60.0.0/16", "node_slice_size": "/26",
+                         "configuration_path": str(self.flat), **ipam}}
+        body = {"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                "metadata": {"name": name}, "spec": {"config": json.dumps(conf)}}
+        return self.custom.create_namespaced_custom_object(*NAD[:2], namespace or self.ns, NAD[2], body)
+
+    def update_nad(self, name: str, **ipam: Any) -> None:
+        obj = self.custom.get_namespaced_custom_object(*NAD[:2], self.ns, NAD[2], name)
+        conf = json.loads(obj["spec"]["config"])
+        conf["ipam"].update(ipam)
+        obj["spec"]["config"] = json.dumps(conf)
+        self.custom.replace_namespaced_custom_object(*NAD[:2], self.ns, NAD[2], name, obj)
+
+    def delete_nad(self, name: str, namespace: str | None = None) -> None:
+        self.custom.delete_namespaced_custom_object(*NAD[:2], namespace or self.ns, NAD[2], name)
+
+    def pool(self, name: str) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, "nodeslicepools", name)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def slices(self, name: str) -> dict[str, str]:
+        """node -> slice of this test's nodes in NodeSlicePool `name`."""
+        obj = self.pool(name) or {}
+        return {a["nodeName"]: a["sliceRange"] for a in (obj.get("status") or {}).get("allocations") or []
+                if a["nodeName"] in self.nodes}
+
+    def wait_slices(self, name: str, nodes: list[str], timeout: float = 10.0) -> dict[str, str]:
+        def found() -> dict[str, str] | None:
+            got = self.slices(name)
+            return got if set(nodes) <= set(got) else None
+
+        return wait_for(found, timeout, f"slices for {nodes} in {name}")
+
+    # --- controllers -------------------------------------------------------------------------
+
+    def ours(self, *extra: str, log: str = "ours.log") -> subprocess.Popen:
+        argv = [str(ROOT / ".venv" / "bin" / "whereabouts"), "node-slices", "--kubeconfig", str(self.kubeconfig),
+                "-n", self.ns, *FAST, *extra]
+        return self._start(argv, {}, log)
+
+    def go(self, binary: str) -> subprocess.Popen:
+        return self._start([binary, "-kubeconfig", str(self.kubeconfig)], {"WHEREABOUTS_NAMESPACE": self.ns}, "go.log")
+
+    def _start(self, argv: list[str], env: dict[str, str], log: str) -> subprocess.Popen:
+        with open(self.tmp / log, "ab") as out:
+            proc = subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                                    env={**os.environ, **env})
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen) -> int:
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout=20)
+
+    def logs(self, log: str = "ours.log") -> list[dict[str, Any]]:
+        lines = (self.tmp / log).read_text().splitlines() if (self.tmp / log).exists() else []
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for name in self.nodes:
+            try:
+                self.core.delete_node(name)
+            except Exception:  # noqa: BLE001 - deleted by the test already
+                pass
+
+
+@pytest.fixture
+def env(kube, namespace, namespace_kubeconfig, tmp_path) -> Iterator[Env]:
+    e = Env(kube, namespace, namespace_kubeconfig, tmp_path)
+    yield e
+    e.cleanup()
+
+
+@pytest.fixture(scope="session")
+def go_controller() -> str:
+    proc = subprocess.run(["bash", str(ROOT / "hack" / "build-go-whereabouts.sh")], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=1800)
+    if proc.returncode != 0:
+        pytest.fail(f"hack/build-go-whereabouts.sh failed:\n{proc.stderr[-3000:]}", pytrace=False)
+    return str(Path(proc.stdout.strip().splitlines()[-1]).parent / "nodeslicecontroller")
+
+
+# --- ours ------------------------------------------------------------------------------------
+
+
+def test_pool_for_a_nad_slices_for_nodes_new_node_next_free_deleted_node_freed(env):
+    nodes = [env.node(f"n{i}") for i in range(3)]
+    nad = env.nad("net1")
+    env.ours()
+    slices = env.wait_slices("net1", nodes)
+    pool = env.pool("net1")
+    assert pool["spec"] == {"range": "10.60.0.0/16", "sliceSize": "/26"}
+    allocations = pool["status"]["allocations"]
+    assert [a["sliceRange"] for a in allocations[:2]] == ["10.60.0.0/26", "10.60.0.64/26"]
+    assert len(allocations) == 1024 and len(set(slices.values())) == 3
+    assert pool["metadata"]["ownerReferences"] == [{
+        "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition", "name": "net1",
+        "uid": nad["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]
+
+    # A new node gets a slice that was free, within a second.
+    free = {a["sliceRange"] for a in env.pool("net1")["status"]["allocations"] if not a["nodeName"]}
+    started = time.monotonic()
+    new = env.node("new")
+    got = env.wait_slices("net1", [new], timeout=1.0)[new]
+    print(f"new node got {got} after {time.monotonic() - started:.3f}s")
+    assert got in free and got not in slices.values()
+
+    # A deleted node's slice (no IPPool holds anything there) is freed, the others stay.
+    env.delete_node(nodes[0])
+    started = time.monotonic()
+    wait_for(lambda: nodes[0] not in env.slices("net1"), 1.0, "the deleted node's slice freed")
+    print(f"deleted node freed after {time.monotonic() - started:.3f}s")
+    freed = next(a for a in env.pool("net1")["status"]["allocations"] if a["sliceRange"] == slices[nodes[0]])
+    assert freed["nodeName"] != nodes[0]  # free (or already another new node's: the cluster is shared)
+    assert {n: s for n, s in env.slices("net1").items() if n in nodes} == {n: slices[n] for n in nodes[1:]}
+
+
+def test_a_deleted_nodes_slice_stays_while_a_live_pod_holds_an_address_there(env, pods):
+    node = env.node("busy")
+    env.nad("net2", network_name="blue")
+    env.ours()
+    cidr = env.wait_slices("blue", [node])[node]
+    pods.create("web-0")
+    pool = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "IPPool",
+            "metadata": {"name": slice_pool_name("blue", node, cidr)},
+            "spec": {"range": cidr, "allocations": {"1": {"id": "c1", "podref": pods.ref("web-0"), "ifname": "net1"}}}}
+    env.custom.create_namespaced_custom_object(GROUP, VERSION, env.ns, "ippools", pool)
+
+    env.delete_node(node)
+    time.sleep(2.5)  # two rechecks
+    assert env.slices("blue") == {node: cidr}
+    kept = [e for e in env.logs() if e["msg"] == "kept the slice of a deleted node"]
+    assert kept and pods.ref("web-0") in kept[0]["why"] and kept[0]["slice"] == cidr
+
+    pods.delete("web-0")
+    wait_for(lambda: node not in env.slices("blue"), 5.0, "the slice freed once the pod is gone")
+
+
+def test_a_changed_slice_size_reslices(env):
+    nodes = [env.node(f"r{i}") for i in range(2)]
+    env.nad("net3", range="10.61.0.0/20")
+    env.ours()
+    env.wait_slices("net3", nodes)
+    env.update_nad("net3", node_slice_size="/27")
+    pool = wait_for(lambda: (p := env.pool("net3"))["spec"]["sliceSize"] == "/27" and p, 5.0, "re-sliced")
+    ranges = [a["sliceRange"] for a in pool["status"]["allocations"]]
+    assert len(ranges) == 128 and ranges[:8] == [f"10.61.0.{i * 32}/27" for i in range(8)]
+    assert set(env.slices("net3")) == set(nodes)
+
+
+def test_the_pool_goes_with_the_last_nad_asking_for_it(env, new_namespace):
+    other = new_namespace()
+    env.nad("a", network_name="shared")
+    env.nad("b", namespace=other, network_name="shared")
+    env.ours()
+    pool = wait_for(lambda: (p := env.pool("shared")) and len(json.loads(
+        p["metadata"]["annotations"][OWNERS_ANNOTATION])) == 2 and p, 5.0, "both NADs recorded")
+    # only the NAD of the pool's own namespace can be an owner: the garbage collector deletes the rest
+    assert [r["name"] for r in pool["metadata"]["ownerReferences"]] == ["a"]
+    env.delete_nad("a")
+    wait_for(lambda: "ownerReferences" not in env.pool("shared")["metadata"], 5.0, "a's reference dropped")
+    time.sleep(1.0)  # the garbage collector has had its chance to (wrongly) delete it
+    assert env.pool("shared") is not None
+    env.delete_nad("b", namespace=other)
+    wait_for(lambda: env.pool("shared") is None, 5.0, "the pool deleted with the last NAD")
+
+
+def test_two_replicas_only_the_leader_writes_and_a_standby_takes_over(env):
+    first = env.node("a")
+    env.nad("net5")
+    one = env.ours(log="one.log")
+    wait_for(lambda: any(e["msg"] == "leading" for e in env.logs("one.log")), 5.0, "the first leads")
+    two = env.ours(log="two.log")
+    env.wait_slices("net5", [first])
+    second = env.node("b")
+    env.wait_slices("net5", [second])
+    time.sleep(0.5)
+    writes = {log: [e for e in env.logs(log) if e["msg"] in ("created", "updated")] for log in ("one.log", "two.log")}
+    assert writes["one.log"] and not writes["two.log"]
+    assert not any(e["msg"] == "leading" for e in env.logs("two.log"))
+
+    assert env.stop(one) == 0  # releases the Lease: the standby takes over within its retry period
+    started = time.monotonic()
+    third = env.node("c")
+    env.wait_slices("net5", [third], timeout=3.0)
+    print(f"standby served a new node {time.monotonic() - started:.3f}s after the leader stopped")
+    assert any(e["msg"] == "leading" for e in env.logs("two.log"))
+    assert env.stop(two) == 0
+
+
+# --- against the Go controller -------------------------------------------------------------------
+
+
+def comparable(pool: dict[str, Any]) -> tuple[Any, ...]:
+    return pool["spec"], pool["metadata"].get("ownerReferences"), pool["status"]["allocations"]
+
+
+def test_go_and_ours_take_over_from_each_other_without_reassigning(env, go_controller):
+    # Unique network names: the Go controller refuses every NAD that shares its network_name (even none)
+    # with another NAD of a different range, in any namespace.
+    mixed, made_by_go = f"{env.ns}-mixed", f"{env.ns}-by-go"
+    nodes = [env.node(f"g{i}") for i in range(3)]
+    env.nad("mixed", range="10.62.0.0/20", network_name=mixed)
+
+    ours = env.ours()
+    before = env.wait_slices(mixed, nodes)
+    assert env.stop(ours) == 0
+    made_by_ours = env.pool(mixed)
+
+    go = env.go(go_controller)
+    new = env.node("g3")
+    after_go = env.wait_slices(mixed, [*nodes, new], timeout=20)
+    assert {n: after_go[n] for n in nodes} == before  # the Go controller reassigns nothing of ours
+    by_go = env.pool(mixed)
+    assert by_go["spec"] == made_by_ours["spec"]
+    assert by_go["metadata"]["ownerReferences"] == made_by_ours["metadata"]["ownerReferences"]
+    go.send_signal(signal.SIGTERM)
+    go.wait(timeout=20)
+
+    ours = env.ours()
+    time.sleep(1.0)
+    assert env.slices(mixed) == after_go  # nor does ours of the Go controller's
+    assert env.stop(ours) == 0
+
+    # A pool the Go controller creates is the one ours would create for the same nodes.
+    go = env.go(go_controller)
+    env.nad("made-by-go", range="10.63.0.0/18", node_slice_size="/25", network_name=made_by_go)
+    go_slices = env.wait_slices(made_by_go, env.nodes, timeout=20)
+    go.send_signal(signal.SIGTERM)
+    go.wait(timeout=20)
+    by_go = env.pool(made_by_go)
+    assert by_go["spec"] == {"range": "10.63.0.0/18", "sliceSize": "/25"}
+    assert [a["sliceRange"] for a in by_go["status"]["allocations"]] == [f"10.63.{i // 2}.{i % 2 * 128}/25"
+                                                                         for i in range(128)]
+    ours = env.ours()
+    time.sleep(1.0)
+    assert env.slices(made_by_go) == go_slices
+    assert env.stop(ours) == 0

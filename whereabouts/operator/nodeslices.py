@@ -1,0 +1,559 @@
+"""`whereabouts node-slices`: the node-slice controller, interchangeable with the Go `nodeslicecontroller`.
+
+For every NetworkAttachmentDefinition whose whereabouts `ipam` has `node_slice_size`, it keeps the
+NodeSlicePool named after the network (`whereabouts.core.slices`) in the whereabouts namespace: the
+range cut into slices, each node on one. The plugin on a node then allocates only in its own slice,
+so nodes never wait for each other. Objects, names and the order of assignment are the Go
+controller's, so either controller can take over from the other. Where it differs, on purpose:
+
+- A deleted node's slice is freed only once no pod that still exists holds an address in it (the
+  Go controller frees it at once, and the next node then hands those addresses out a second time).
+- The pool is deleted when the last NAD asking for it is gone, by the pool's name (Go deletes by the
+  NAD's name, so a pool named after `network_name` stays behind).
+- Two replicas are safe: only the holder of a Lease writes (the Go controller has no election).
+- IPv6 ranges are sliced (the Go controller crashes on them); no flat file or kubeconfig is needed.
+
+Writes carry the resourceVersion they were computed from; a conflict reads the pool again.
+NADs and Nodes are watched (resuming from the last resourceVersion, listing again on 410 Gone);
+every change, and a periodic resync, runs one pass over all NADs (`NodeSlices.reconcile`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from whereabouts.core.pool import API_VERSION, decode_pool
+from whereabouts.core.slices import (KIND, NAD_KIND, OWNERS_ANNOTATION, PLURAL, SliceSpec, annotated_owners, assign,
+                                     fresh_allocations, nad_ipam, nad_owner_uids, owner_references, slice_pool_name,
+                                     slice_spec, unassign, unassigned_nodes)
+from whereabouts.errors import CorruptPool
+from whereabouts.files import read_regular_file
+from whereabouts.k8s.lease import micro_time
+from whereabouts.k8s.store import POOLS
+from whereabouts.operator.kubeclient import Kube, KubeError
+
+NAD_GROUP, NAD_VERSION, NAD_PLURAL = "k8s.cni.cncf.io", "v1", "network-attachment-definitions"
+# Where the plugin finds its flat file (after the NAD's own `configuration_path`), as the Go controller
+# looks for it; a controller pod usually has none, and needs none.
+FLAT_FILE_PATHS = ("/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.conf",
+                   "/etc/cni/net.d/whereabouts.d/whereabouts.conf",
+                   "/host/etc/cni/net.d/whereabouts.d/whereabouts.conf")
+LEASE_NAME = "whereabouts-node-slices"
+WATCH_SECONDS = 300  # the server ends each watch after this; it is resumed from the last resourceVersion
+MAX_BACKOFF = 30.0
+CONFLICT_RETRIES = 8
+
+log = structlog.get_logger("node-slices")
+
+
+class NotLeader(Exception):
+    """The Lease was lost in the middle of a pass: write nothing more."""
+
+
+# --- watched collections ----------------------------------------------------------------
+
+
+class Mirror:
+    """A collection kept in memory from a LIST and then a WATCH from the list's resourceVersion.
+
+    A watch that ends is resumed from the last version seen (bookmarks included); one answered
+    410 Gone lists again. `keep` reduces an object to what the controller reads, so that changes
+    it does not care about (node heartbeats) wake nothing.
+    """
+
+    def __init__(self, kind: str, call: Callable[..., Any], keep: Callable[[dict[str, Any]], Any],
+                 changed: Callable[[], None], stop: threading.Event, timeout: float) -> None:
+        self.kind, self.call, self.keep, self.changed = kind, call, keep, changed
+        self.stop, self.timeout = stop, timeout
+        self.items: dict[str, Any] = {}
+        self.synced = threading.Event()
+        self.rv = ""
+        self.lock = threading.Lock()
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return dict(self.items)
+
+    def run(self) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        backoff = 0.5
+        while not self.stop.is_set():
+            try:
+                if not self.rv:
+                    self._list()
+                self._watch()
+                backoff = 0.5
+            except ApiException as e:
+                if e.status == 410:
+                    log.info("watch expired, listing again", kind=self.kind)
+                    self.rv = ""
+                    continue
+                log.warning("watch failed", kind=self.kind, error=f"{e.status} {e.reason}")
+                self.stop.wait(backoff)
+                backoff = min(MAX_BACKOFF, backoff * 2)
+            except Exception as e:  # noqa: BLE001 - a broken connection or answer: list again after a pause
+                log.warning("watch failed", kind=self.kind, error=str(e) or type(e).__name__)
+                self.rv = ""
+                self.stop.wait(backoff)
+                backoff = min(MAX_BACKOFF, backoff * 2)
+
+    def _list(self) -> None:
+        items: dict[str, Any] = {}
+        token = None
+        while True:
+            resp = self.call(limit=500, _continue=token, _preload_content=False,
+                             _request_timeout=(self.timeout, self.timeout))
+            body = json.loads(resp.data)
+            for obj in body.get("items") or []:
+                items[_key(obj)] = self.keep(obj)
+            token = (body.get("metadata") or {}).get("continue")
+            if not token:
+                break
+        with self.lock:
+            differs, self.items = items != self.items, items
+        self.rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        log.debug("listed", kind=self.kind, count=len(items), resource_version=self.rv)
+        self.synced.set()
+        if differs:
+            self.changed()
+
+    def _watch(self) -> None:
+        from kubernetes.client.exceptions import ApiException
+        from kubernetes.watch.watch import iter_resp_lines
+
+        resp = self.call(watch=True, resource_version=self.rv, allow_watch_bookmarks=True,
+                         timeout_seconds=WATCH_SECONDS, _preload_content=False,
+                         _request_timeout=(self.timeout, WATCH_SECONDS + self.timeout))
+        try:
+            for line in iter_resp_lines(resp):
+                event = json.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    raise ApiException(status=obj.get("code") or 500, reason=obj.get("message") or "watch error")
+                rv = (obj.get("metadata") or {}).get("resourceVersion")
+                if kind in ("ADDED", "MODIFIED", "DELETED"):
+                    self._apply(kind, obj)
+                if rv:
+                    self.rv = str(rv)
+                if self.stop.is_set():
+                    return
+        finally:
+            resp.release_conn()
+
+    def _apply(self, kind: str, obj: dict[str, Any]) -> None:
+        key = _key(obj)
+        with self.lock:
+            before = self.items.get(key)
+            if kind == "DELETED":
+                self.items.pop(key, None)
+                differs = before is not None
+            else:
+                self.items[key] = value = self.keep(obj)
+                differs = before != value
+        if differs:
+            self.changed()
+
+
+def _key(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace') or ''}/{meta.get('name')}".lstrip("/")
+
+
+@dataclass(frozen=True)
+class NAD:
+    """What the controller reads of a NetworkAttachmentDefinition."""
+
+    namespace: str
+    name: str
+    uid: str
+    created: str
+    config: str
+
+
+def keep_nad(obj: dict[str, Any]) -> NAD:
+    meta = obj.get("metadata") or {}
+    config = (obj.get("spec") or {}).get("config")
+    return NAD(str(meta.get("namespace") or ""), str(meta.get("name") or ""), str(meta.get("uid") or ""),
+               str(meta.get("creationTimestamp") or ""), config if isinstance(config, str) else "")
+
+
+def keep_node(obj: dict[str, Any]) -> bool:
+    return True
+
+
+# --- reading a NAD's config -------------------------------------------------------------
+
+
+def read_flat(inline: dict[str, Any]) -> dict[str, Any] | None:
+    """The flat file the plugin would merge: the NAD's `configuration_path`, else the standard places."""
+    own = inline.get("configuration_path")
+    for path in ([own] if isinstance(own, str) and own else []) + list(FLAT_FILE_PATHS):
+        if not os.path.exists(path):
+            continue
+        try:
+            data = json.loads(read_regular_file(path))
+        except (OSError, ValueError, RecursionError) as e:
+            raise ValueError(f"flat file {path}: {getattr(e, 'strerror', None) or e}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"flat file {path} does not hold a JSON object")
+        return data
+    return None
+
+
+def nad_slice_spec(nad: NAD) -> SliceSpec | None:
+    """The NodeSlicePool `nad` asks for (None: none). Raises ValueError when its config cannot be read."""
+    try:
+        config = json.loads(nad.config)
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"spec.config is not JSON: {e}") from None
+    found = nad_ipam(config)
+    if found is None:
+        return None
+    name, inline = found
+    return slice_spec(name, inline, read_flat(inline))
+
+
+# --- the Lease ---------------------------------------------------------------------------
+
+
+class Elector:
+    """Leadership on a `coordination.k8s.io/v1` Lease, by client-go's rules.
+
+    The Lease is taken when it has no holder, is ours, or its record has not changed for its duration
+    since we first saw it (on our own clock, so skew between machines does not matter). The leader renews
+    it every retry period and stops leading once it could not for the renew deadline.
+    """
+
+    def __init__(self, kube: Kube, name: str, identity: str, duration: float, renew_deadline: float,
+                 retry_period: float, on_change: Callable[[], None], stop: threading.Event) -> None:
+        from kubernetes import client
+
+        self.coord = client.CoordinationV1Api(kube.api)
+        self.kube, self.name, self.identity = kube, name, identity
+        self.duration, self.renew_deadline, self.retry_period = duration, renew_deadline, retry_period
+        self.on_change, self.stop = on_change, stop
+        self.leading = threading.Event()
+        self.observed: tuple[str, float] = ("", 0.0)  # (resourceVersion, when first seen)
+        self.renewed = 0.0
+
+    def _spec(self, transitions: int, acquired: str | None = None) -> dict[str, Any]:
+        now = micro_time()
+        return {"holderIdentity": self.identity, "leaseDurationSeconds": max(1, math.ceil(self.duration)),
+                "acquireTime": acquired or now, "renewTime": now, "leaseTransitions": transitions}
+
+    def _read(self) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            resp = self.coord.read_namespaced_lease(self.name, self.kube.namespace, _preload_content=False,
+                                                    _request_timeout=self._timeout())
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return json.loads(resp.data)
+
+    def _timeout(self) -> tuple[float, float]:
+        t = min(self.kube.timeout, self.renew_deadline)
+        return (t, t)
+
+    def try_once(self) -> bool:
+        """One attempt to take or renew the Lease; True when we hold it now."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            lease = self._read()
+            if lease is None:
+                body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                        "metadata": {"name": self.name, "namespace": self.kube.namespace}, "spec": self._spec(0)}
+                self.coord.create_namespaced_lease(self.kube.namespace, body, _preload_content=False,
+                                                   _request_timeout=self._timeout())
+                return True
+            spec = lease.get("spec") or {}
+            holder = spec.get("holderIdentity") or ""
+            rv = lease["metadata"]["resourceVersion"]
+            now = time.monotonic()
+            if rv != self.observed[0]:
+                self.observed = (rv, now)
+            duration = spec.get("leaseDurationSeconds") or self.duration
+            if holder and holder != self.identity and now - self.observed[1] < duration:
+                return False
+            ours = holder == self.identity
+            transitions = int(spec.get("leaseTransitions") or 0) + (0 if ours else 1)
+            lease["spec"] = {**spec, **self._spec(transitions, spec.get("acquireTime") if ours else None)}
+            self.coord.replace_namespaced_lease(self.name, self.kube.namespace, lease, _preload_content=False,
+                                                _request_timeout=self._timeout())
+            return True
+        except ApiException as e:
+            if e.status != 409:
+                log.warning("lease request failed", lease=self.name, error=f"{e.status} {e.reason}")
+            return False
+        except Exception as e:  # noqa: BLE001 - unreachable or slow: the next period tries again
+            log.warning("lease request failed", lease=self.name, error=str(e) or type(e).__name__)
+            return False
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            now = time.monotonic()
+            if self.try_once():
+                self.renewed = now
+                if not self.leading.is_set():
+                    log.info("leading", lease=f"{self.kube.namespace}/{self.name}", identity=self.identity)
+                    self.leading.set()
+                    self.on_change()
+            elif self.leading.is_set() and now - self.renewed >= self.renew_deadline:
+                log.warning("lost the lease", lease=f"{self.kube.namespace}/{self.name}", identity=self.identity)
+                self.leading.clear()
+            self.stop.wait(self.retry_period)
+
+    def release(self) -> None:
+        """Clear the holder so that a standby takes over at once rather than after the Lease's duration."""
+        if not self.leading.is_set():
+            return
+        self.leading.clear()
+        try:
+            lease = self._read()
+            if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+                return
+            lease["spec"] = {**lease["spec"], "holderIdentity": "", "leaseDurationSeconds": 1,
+                             "renewTime": micro_time()}
+            self.coord.replace_namespaced_lease(self.name, self.kube.namespace, lease, _preload_content=False,
+                                                _request_timeout=self._timeout())
+            log.info("released the lease", lease=f"{self.kube.namespace}/{self.name}")
+        except Exception as e:  # noqa: BLE001 - best effort: it expires anyway
+            log.warning("could not release the lease", lease=self.name, error=str(e) or type(e).__name__)
+
+
+# --- one pass ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Owner:
+    """A NAD asking for a NodeSlicePool, with what it asks."""
+
+    nad: NAD
+    spec: SliceSpec
+
+
+class NodeSlices:
+    """The passes: every NodeSlicePool brought to what the NADs and Nodes in the mirrors ask for."""
+
+    def __init__(self, kube: Kube, nads: Mirror, nodes: Mirror, leading: threading.Event) -> None:
+        self.kube, self.nads, self.nodes, self.leading = kube, nads, nodes, leading
+        self.reported: dict[tuple[str, str], str] = {}  # what was last logged per (subject, topic), to log changes only
+        self.held: set[tuple[str, str]] = set()  # (pool, node) kept for live pods after their node went away
+
+    def _report(self, subject: str, topic: str, text: str, level: str = "warning", **kw: Any) -> None:
+        """Log `text` once, until it changes: a pass runs on every change and would repeat it."""
+        if self.reported.get((subject, topic)) != text:
+            self.reported[(subject, topic)] = text
+            getattr(log, level)(text, **kw)
+
+    def _check_leading(self) -> None:
+        if not self.leading.is_set():
+            raise NotLeader()
+
+    def reconcile(self) -> bool:
+        """One pass over every NAD; True while some slice is kept for a live pod (to be checked again)."""
+        groups: dict[str, list[Owner]] = {}
+        undecided: set[str] = set()  # NADs whose config cannot be read now: their pools are left as they are
+        for key, nad in sorted(self.nads.snapshot().items()):
+            try:
+                spec = nad_slice_spec(nad)
+            except ValueError as e:
+                self._report(key, "config", "NAD ignored: its config cannot be read", nad=key, error=str(e))
+                undecided.add(nad.uid)
+                continue
+            self.reported.pop((key, "config"), None)
+            if spec is not None:
+                groups.setdefault(spec.set_name, []).append(Owner(nad, spec))
+        nodes = set(self.nodes.snapshot())
+        pools = {o["metadata"]["name"]: o for o in self.kube.list(PLURAL)}
+        self.held = set()
+        for name, owners in sorted(groups.items()):
+            owners.sort(key=lambda o: (o.nad.created, o.nad.namespace, o.nad.name))
+            self._sync(name, owners, pools.get(name), nodes, undecided)
+        for name, obj in sorted(pools.items()):
+            uids = nad_owner_uids(obj)
+            if name not in groups and uids and not undecided.intersection(uids):
+                self._delete(obj)
+        return bool(self.held)
+
+    def _desired(self, name: str, owners: list[Owner], obj: dict[str, Any] | None) -> dict[str, str] | None:
+        """The spec all `owners` agree on; when they disagree, the stored one (no re-slicing), else none."""
+        specs = {json.dumps(o.spec.spec, sort_keys=True) for o in owners}
+        if len(specs) == 1:
+            self.reported.pop((name, "conflict"), None)
+            return owners[0].spec.spec
+        asks = {f"{o.nad.namespace}/{o.nad.name}": o.spec.spec for o in owners}
+        self._report(name, "conflict", "NADs of one network ask for different slicing: left as it is",
+                     level="error", node_slice_pool=name, asks=asks)
+        spec = (obj or {}).get("spec")
+        return {"range": spec.get("range"), "sliceSize": spec.get("sliceSize")} if isinstance(spec, dict) else None
+
+    def _sync(self, name: str, owners: list[Owner], obj: dict[str, Any] | None, nodes: set[str],
+              undecided: set[str]) -> None:
+        desired = self._desired(name, owners, obj)
+        if desired is None:
+            return
+        network_names = sorted({o.spec.network_name for o in owners})
+        local = [(o.nad.name, o.nad.uid) for o in owners if o.nad.namespace == self.kube.namespace]
+        asking = {o.nad.uid: f"{o.nad.namespace}/{o.nad.name}" for o in owners}
+        for _ in range(CONFLICT_RETRIES):
+            self._check_leading()
+            if obj is None:
+                allocations = fresh_allocations(desired, nodes)
+                body = {"apiVersion": API_VERSION, "kind": KIND,
+                        "metadata": {"name": name, "namespace": self.kube.namespace,
+                                     "annotations": {OWNERS_ANNOTATION: _owners_text(asking)},
+                                     **({"ownerReferences": owner_references([], local)} if local else {})},
+                        "spec": desired, "status": {"allocations": allocations}}
+                if self.kube.create(PLURAL, body) is not None:
+                    log.info("created", node_slice_pool=name, spec=desired, nodes=_assigned(allocations))
+                    return
+                obj = self.kube.get(PLURAL, name)  # made meanwhile: start from it
+                continue
+            before = list((obj.get("status") or {}).get("allocations") or [])
+            spec = obj.get("spec") or {}
+            if {"range": spec.get("range"), "sliceSize": spec.get("sliceSize")} != desired:
+                allocations = fresh_allocations(desired, nodes)
+                why = f"range or slice size changed from {spec.get('range')} {spec.get('sliceSize')}"
+            else:
+                held = self._held_nodes(name, network_names, unassigned_nodes(before, nodes))
+                allocations = assign(unassign(before, nodes, held), nodes)
+                why = "nodes changed"
+            meta = obj["metadata"]
+            stale = set(nad_owner_uids(obj)) - {uid for _, uid in local} - undecided
+            refs = owner_references(list(meta.get("ownerReferences") or []), local, stale) or None
+            kept = {u: ref for u, ref in annotated_owners(obj).items() if u in undecided}
+            annotations = {**(meta.get("annotations") or {}), OWNERS_ANNOTATION: _owners_text({**kept, **asking})}
+            if (allocations, refs, annotations, spec) == (before, meta.get("ownerReferences"),
+                                                          meta.get("annotations"), desired):
+                return
+            new = {**obj, "metadata": {**meta, "ownerReferences": refs, "annotations": annotations},
+                   "spec": desired, "status": {"allocations": allocations}}
+            if refs is None:  # stored without the key: an empty list would differ on every pass
+                del new["metadata"]["ownerReferences"]
+            if self.kube.replace(PLURAL, new) is not None:
+                log.info("updated", node_slice_pool=name, why=why, spec=desired, nodes=_assigned(allocations),
+                         freed=sorted(_assigned(before).keys() - _assigned(allocations).keys()))
+                return
+            obj = self.kube.get(PLURAL, name)  # changed or deleted meanwhile: decide again on what is stored
+        log.warning("gave up for now: the pool kept changing", node_slice_pool=name)
+
+    def _held_nodes(self, name: str, network_names: list[str], gone: list[tuple[str, str]]) -> set[str]:
+        """The gone nodes whose slice must stay theirs: its IPPool still holds an address of a live pod."""
+        held = set()
+        for node, cidr in gone:
+            why = self._holder(network_names, node, cidr)
+            if why:
+                held.add(node)
+                self.held.add((name, node))
+                self._report(f"{name}/{node}", "held", "kept the slice of a deleted node", level="info",
+                             node_slice_pool=name, node=node, slice=cidr, why=why)
+            else:
+                self.reported.pop((f"{name}/{node}", "held"), None)
+        return held
+
+    def _holder(self, network_names: list[str], node: str, cidr: str) -> str:
+        """Why the slice `cidr` of `node` must be kept ("" when it may be freed)."""
+        for network_name in network_names:
+            pool_name = slice_pool_name(network_name, node, cidr)
+            obj = self.kube.get(POOLS, pool_name)
+            if obj is None:
+                continue
+            try:
+                pool = decode_pool(obj, (obj.get("spec") or {}).get("range"))
+            except CorruptPool as e:
+                return f"IPPool {pool_name} cannot be read ({e.msg})"
+            if pool.undecodable:
+                return f"IPPool {pool_name} has entries that cannot be read: {', '.join(pool.undecodable)}"
+            for podref in sorted({a.podref for a in pool.allocations.values() if a.podref}):
+                if "/" in podref and self.kube.pod_exists(podref):
+                    return f"pod {podref} still holds an address in IPPool {pool_name}"
+        return ""
+
+    def _delete(self, obj: dict[str, Any]) -> None:
+        self._check_leading()
+        meta = obj["metadata"]
+        if self.kube.delete(PLURAL, meta["name"], meta["resourceVersion"]):
+            log.info("deleted: no NAD asks for it any more", node_slice_pool=meta["name"])
+
+
+def _owners_text(owners: dict[str, str]) -> str:
+    return json.dumps(dict(sorted(owners.items())), separators=(",", ":"))
+
+
+def _assigned(allocations: list[dict[str, Any]]) -> dict[str, str]:
+    return {a["nodeName"]: a.get("sliceRange", "") for a in allocations if a.get("nodeName")}
+
+
+# --- the command -------------------------------------------------------------------------
+
+
+def configure_logging(debug: bool) -> None:
+    """JSON lines on stderr, one per event, as the cluster's log collectors expect."""
+    import logging
+
+    structlog.configure(
+        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
+                    structlog.processors.EventRenamer("msg"), structlog.processors.JSONRenderer()],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG if debug else logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr), cache_logger_on_first_use=True)
+
+
+def run(args: Any, kube: Kube) -> int:
+    """Watch, elect, and reconcile until SIGTERM or SIGINT; then release the Lease and exit 0."""
+    from kubernetes import client
+
+    configure_logging(args.debug)
+    stop, wake = threading.Event(), threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: (stop.set(), wake.set()))
+    custom, core = client.CustomObjectsApi(kube.api), client.CoreV1Api(kube.api)
+    nads = Mirror("NetworkAttachmentDefinition",
+                  lambda **kw: custom.list_cluster_custom_object(NAD_GROUP, NAD_VERSION, NAD_PLURAL, **kw),
+                  keep_nad, wake.set, stop, kube.timeout)
+    nodes = Mirror("Node", core.list_node, keep_node, wake.set, stop, kube.timeout)
+    identity = f"{socket.gethostname()}_{uuid.uuid4().hex[:12]}"
+    elector = Elector(kube, args.lease_name, identity, args.lease_duration, args.renew_deadline,
+                      args.retry_period, wake.set, stop)
+    log.info("starting", namespace=kube.namespace, lease=args.lease_name, identity=identity, nad_kind=NAD_KIND)
+    for target in (nads.run, nodes.run, elector.run):
+        threading.Thread(target=target, daemon=True).start()
+    controller = NodeSlices(kube, nads, nodes, elector.leading)
+    due: float | None = None  # seconds until the next pass without an event
+    backoff = 0.5
+    while not stop.is_set():
+        wake.wait(due)
+        wake.clear()
+        if stop.is_set():
+            break
+        if not (elector.leading.is_set() and nads.synced.is_set() and nodes.synced.is_set()):
+            due = None
+            continue
+        try:
+            holding = controller.reconcile()
+            due, backoff = (args.recheck_interval if holding else args.resync_interval), 0.5
+        except NotLeader:
+            due = None
+        except KubeError as e:
+            log.error("pass failed, trying again", error=str(e), retry_in=backoff)
+            due, backoff = backoff, min(MAX_BACKOFF, backoff * 2)
+    elector.release()
+    log.info("stopped")
+    return 0
