@@ -1,27 +1,41 @@
-"""Side-by-side benchmark of this plugin and the Go whereabouts plugin on one local control plane.
+"""Side-by-side benchmark of this plugin and the Go whereabouts plugin, in every allocation mode, on one
+local control plane.
 
-    .venv/bin/python bench/run.py --quick     # a few minutes (CI)
+    .venv/bin/python bench/run.py --quick     # a few minutes (CI): smaller counts, every mode
     .venv/bin/python bench/run.py --full      # the figures in the README
+    .venv/bin/python bench/run.py --modes go-default,ours-blocks --scenarios burst
 
-Both plugins are run as a runtime runs them (a cold process per call, CNI_* env,
-config on stdin), alternating, on fresh pools in namespaces of their own. Prints
-a table and writes report.json and chart.png under bench/results/<timestamp>/.
+Modes: go-default (the Go plugin, one pool and one Lease per range), go-fast (the Go plugin with
+`node_slice_size`, its nodeslicecontroller running), ours-default, ours-slices (ours with
+`node_slice_size`, our `whereabouts node-slices` controller running) and ours-blocks (`block_size: 32`).
+Scenarios: single (cold ADD / DEL one at a time), burst (many ADDs from 10 nodes, 10 at a time per node),
+pods (Go issue #313: pods of 16 interfaces, each pod's ADDs in sequence), scale (a /16 pre-filled) and
+memory. Plugins run as a runtime runs them (a cold process per call, CNI_* env, config on stdin); every
+simulated node has its own NODENAME, config files and node_lock_dir, and each mode its own namespace.
+Prints a table and writes report.json, table.txt and chart.png under bench/results/<timestamp>/.
 Shared machines are noisy: compare the ratios of one run, not absolute times.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime as dt
+import ipaddress
 import json
+import math
 import os
 import platform
+import re
 import secrets
+import ssl
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +43,63 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 GROUP, VERSION = "whereabouts.cni.cncf.io", "v1alpha1"
+NAD_GROUP, NAD_VERSION, NAD_PLURAL = "k8s.cni.cncf.io", "v1", "network-attachment-definitions"
 
 
 def say(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+class BenchError(Exception):
+    """A mode could not be set up for a scenario (no node slice, say): reported in its entry, the run goes on."""
+
+
+# --- modes and shapes ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    plugin: str  # "go" or "ours"
+    slices: bool = False
+    block_size: int = 0
+
+
+MODES = {m.name: m for m in (
+    Mode("go-default", "go"),
+    Mode("go-fast", "go", slices=True),
+    Mode("ours-default", "ours"),
+    Mode("ours-slices", "ours", slices=True),
+    Mode("ours-blocks", "ours", block_size=32),
+)}
+SCENARIOS = ("single", "burst", "pods", "scale", "memory")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Where a scenario allocates: `prefix` is the range of the default and block modes (big enough for all
+    its ADDs); the slice modes cut a range into `/slice_prefix` slices, one per node, each big enough
+    for one node's ADDs, and that range is widened until every Node of the cluster gets a slice
+    (the controllers give one to each Node, in no fixed order)."""
+    name: str
+    base: str
+    prefix: int
+    slice_prefix: int
+
+    def cidr(self, mode: Mode, nodes_in_cluster: int) -> str:
+        prefix = self.prefix
+        if mode.slices:
+            prefix = min(prefix, self.slice_prefix - math.ceil(math.log2(max(nodes_in_cluster, 2))))
+        return str(ipaddress.ip_network(f"{self.base}/{prefix}"))
+
+
+SHAPES = {s.name: s for s in (
+    Shape("single", "10.60.0.0", 24, 26),
+    # 1,000 ADDs into one /22 (1,022 usable); a node takes 100, a /25 slice holds 126.
+    Shape("burst", "10.70.0.0", 22, 25),
+    # 64 x 16 = 1,024 ADDs need a /21; a node takes 256, a /23 slice holds 510.
+    Shape("pods", "10.80.0.0", 21, 23),
+)}
 
 
 # --- setup -----------------------------------------------------------------------------
@@ -95,17 +162,25 @@ class Cluster:
         self.api = config.new_client_from_config(config_file=env["WHEREABOUTS_KUBECONFIG"])
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
-        self.workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"wb-bench-{secrets.token_hex(3)}"
+        self.token = secrets.token_hex(3)
+        self.workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"wb-bench-{self.token}"
         self.workdir.mkdir(parents=True)
+        self.namespaces: list[str] = []
+        self.nodes: list[str] = []
 
-    def namespace(self, prefix: str) -> tuple[str, Path]:
-        """A fresh namespace, a kubeconfig whose context points at it, and a flat file (the Go plugin needs one)."""
+    def namespace(self, prefix: str) -> str:
+        """A fresh namespace, deleted by `cleanup`."""
         from kubernetes import client
 
         name = f"{prefix}-{secrets.token_hex(3)}"
         self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-        d = self.workdir / name
-        d.mkdir()
+        self.namespaces.append(name)
+        return name
+
+    def node_files(self, namespace: str, d: Path) -> Path:
+        """What a node has in `d`: a kubeconfig whose context points at `namespace`, and the flat file
+        naming it (the Go plugin needs one). Returns the flat file."""
+        d.mkdir(parents=True, exist_ok=True)
         kubeconfig = d / "kubeconfig"
         # JSON, as the DaemonSet's installer writes it (a YAML kubeconfig costs the plugin a YAML import).
         kubeconfig.write_text(json.dumps({
@@ -113,10 +188,24 @@ class Cluster:
             "clusters": [{"name": "c", "cluster": {"server": self.env["WHEREABOUTS_APISERVER"],
                                                   "certificate-authority": self.env["WHEREABOUTS_CA_FILE"]}}],
             "users": [{"name": "u", "user": {"token": self.env["WHEREABOUTS_ADMIN_TOKEN"]}}],
-            "contexts": [{"name": "b", "context": {"cluster": "c", "user": "u", "namespace": name}}]}))
+            "contexts": [{"name": "b", "context": {"cluster": "c", "user": "u", "namespace": namespace}}]}))
         flat = d / "whereabouts.conf"
         flat.write_text(json.dumps({"datastore": "kubernetes", "kubernetes": {"kubeconfig": str(kubeconfig)}}))
-        return name, flat
+        return flat
+
+    def create_nodes(self, count: int) -> list[str]:
+        """Node objects for the simulated nodes (the slice controllers give slices to Nodes), named apart
+        from any other user's of this shared API server."""
+        from kubernetes import client
+
+        names = [f"bench{self.token}-node-{i}" for i in range(count)]
+        for name in names:
+            self.core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=name, labels={"bench": "1"})))
+            self.nodes.append(name)
+        return names
+
+    def node_count(self) -> int:
+        return len(self.core.list_node().items)
 
     def pools(self, namespace: str) -> list[dict[str, Any]]:
         return self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "ippools")["items"]
@@ -128,6 +217,62 @@ class Cluster:
                 "spec": {"range": cidr, "allocations": allocations}}
         self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "ippools", body)
 
+    def create_nad(self, namespace: str, name: str, conf: dict[str, Any]) -> None:
+        body = {"apiVersion": f"{NAD_GROUP}/{NAD_VERSION}", "kind": "NetworkAttachmentDefinition",
+                "metadata": {"name": name}, "spec": {"config": json.dumps(conf)}}
+        self.custom.create_namespaced_custom_object(NAD_GROUP, NAD_VERSION, namespace, NAD_PLURAL, body)
+
+    def slices_of(self, namespace: str, name: str) -> dict[str, str]:
+        """node -> slice CIDR of the NodeSlicePool `name`, empty while it does not exist."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "nodeslicepools", name)
+        except ApiException as e:
+            if e.status == 404:
+                return {}
+            raise
+        return {a["nodeName"]: a["sliceRange"] for a in (obj.get("status") or {}).get("allocations") or []
+                if a.get("nodeName")}
+
+    def cleanup(self) -> None:
+        """Delete what this run created (the namespace controller removes their contents later)."""
+        for name in self.namespaces:
+            self.core.delete_namespace(name)
+        for name in self.nodes:
+            self.core.delete_node(name)
+
+
+class ApiCounter:
+    """kube-apiserver's `apiserver_request_total` for the resources the plugins use, by verb: the delta
+    around a scenario is what its invocations asked (controllers are idle then; other users of the shared
+    API server would count too, which `other` shows as requests on every other resource)."""
+
+    RESOURCES = frozenset({"ippools", "overlappingrangeipreservations", "nodeslicepools", "leases"})
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.url = env["WHEREABOUTS_APISERVER"] + "/metrics"
+        self.headers = {"Authorization": "Bearer " + env["WHEREABOUTS_ADMIN_TOKEN"]}
+        self.ctx = ssl.create_default_context(cafile=env["WHEREABOUTS_CA_FILE"])
+
+    def scrape(self) -> Counter[str]:
+        """verb -> requests so far on RESOURCES; the key `other` sums every other resource."""
+        req = urllib.request.Request(self.url, headers=self.headers)
+        with urllib.request.urlopen(req, context=self.ctx, timeout=30) as r:
+            text = r.read().decode()
+        counts: Counter[str] = Counter()
+        for line in text.splitlines():
+            if not line.startswith("apiserver_request_total{"):
+                continue
+            labels_text, _, value = line.rpartition(" ")
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', labels_text))
+            mine = labels.get("resource") in self.RESOURCES
+            # A DELETE of a whole collection is the namespace controller emptying a deleted namespace.
+            mine = mine and not (labels.get("verb") == "DELETE" and labels.get("scope") == "namespace")
+            key = labels.get("verb", "?") if mine else "other"
+            counts[key] += int(float(value))
+        return counts
+
 
 # --- one invocation --------------------------------------------------------------------
 
@@ -137,29 +282,44 @@ class Call:
     seconds: float
     rc: int
     out: dict[str, Any]
+    cpu: float  # user + system seconds of the plugin process, all its threads
     max_rss_kb: int
 
 
 def invoke(argv: list[str], conf: dict[str, Any], command: str, cid: str, node: str = "node0",
-           memory: bool = False) -> Call:
-    """One cold call. With `memory`, under GNU time for the peak resident memory of the plugin
-    process alone (the rusage of a child forked from this large Python process would report our own size)."""
+           ifname: str = "net1", memory: bool = False) -> Call:
+    """One cold call, reaped with wait4 for its CPU time. With `memory`, under GNU time for the peak
+    resident memory of the plugin process alone (the rusage of a child forked from this large Python
+    process would report our own size)."""
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "CNI_PATH": "/usr/lib/cni", "CNI_COMMAND": command,
-           "CNI_CONTAINERID": cid, "CNI_NETNS": "/var/run/netns/bench", "CNI_IFNAME": "net1", "NODENAME": node,
+           "CNI_CONTAINERID": cid, "CNI_NETNS": "/var/run/netns/bench", "CNI_IFNAME": ifname, "NODENAME": node,
            "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={cid};K8S_POD_INFRA_CONTAINER_ID={cid}"}
     cmd = ["/usr/bin/time", "-f", "maxrss=%M", *argv] if memory else argv
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, input=json.dumps(conf).encode(), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE if memory else subprocess.DEVNULL)
-    seconds = time.perf_counter() - started
-    out = proc.stdout
+    with tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=err if memory else subprocess.DEVNULL)
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                proc.stdin.write(json.dumps(conf).encode())
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            out = proc.stdout.read()
+            proc.stdout.close()
+        finally:
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - started
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
     try:
         doc = json.loads(out) if out.strip() else {}
     except ValueError:
         doc = {"msg": out.decode(errors="replace")[:200]}
-    rss = [int(line.split("=", 1)[1]) for line in (proc.stderr or b"").decode().splitlines()
-           if line.startswith("maxrss=")]
-    return Call(seconds, proc.returncode, doc, rss[-1] if rss else 0)
+    rss = [int(line.split("=", 1)[1]) for line in stderr.splitlines() if line.startswith("maxrss=")]
+    return Call(seconds, proc.returncode, doc, usage.ru_utime + usage.ru_stime, rss[-1] if rss else 0)
 
 
 def conf_for(flat: Path, cidr: str, lock_dir: Path, **ipam: Any) -> dict[str, Any]:
@@ -173,94 +333,216 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
+# --- one mode, set up --------------------------------------------------------------------
+
+
+class ModeRun:
+    """A mode on the cluster: its namespace, each simulated node's files, the NADs and NodeSlicePools of
+    the slice modes and the controller that makes them."""
+
+    def __init__(self, cluster: Cluster, mode: Mode, argv: list[str], nodes: list[str]) -> None:
+        self.cluster, self.mode, self.argv, self.nodes = cluster, mode, argv, nodes
+        self.ns = cluster.namespace(f"bench-{mode.name}")
+        self.dir = cluster.workdir / mode.name
+        self.flats = [cluster.node_files(self.ns, self.dir / node) for node in nodes]
+        self.cidrs: dict[str, str] = {}
+        self.controller: subprocess.Popen[bytes] | None = None
+
+    def network(self, shape: Shape) -> str:
+        return f"{self.mode.name}-{shape.name}"
+
+    def conf(self, shape: Shape, node: int, **extra: Any) -> dict[str, Any]:
+        """Node `node`'s config of this mode for `shape` (its own files and lock dir)."""
+        ipam: dict[str, Any] = {"network_name": self.network(shape), **extra}
+        if self.mode.slices:
+            ipam["node_slice_size"] = f"/{shape.slice_prefix}"
+        if self.mode.block_size:
+            ipam["block_size"] = self.mode.block_size
+        return conf_for(self.flats[node], self.cidrs[shape.name], self.dir / self.nodes[node] / "locks", **ipam)
+
+    def prepare(self, shapes: list[Shape], controller: list[str] | None, nodes_in_cluster: int) -> None:
+        """Choose each shape's range; for the slice modes start `controller` and create one NAD per shape."""
+        for shape in shapes:
+            self.cidrs[shape.name] = shape.cidr(self.mode, nodes_in_cluster)
+        if not self.mode.slices:
+            return
+        assert controller is not None
+        log = (self.dir / "controller.log").open("wb")
+        self.controller = subprocess.Popen(
+            [*controller, *self._controller_args(controller)], stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "WHEREABOUTS_NAMESPACE": self.ns})
+        for shape in shapes:
+            self.cluster.create_nad(self.ns, self.network(shape), self.conf(shape, 0))
+
+    def _controller_args(self, controller: list[str]) -> list[str]:
+        kubeconfig = str(self.flats[0].parent / "kubeconfig")
+        if Path(controller[0]).name == "nodeslicecontroller":
+            return ["-kubeconfig", kubeconfig]
+        # Its leader renews every 60 s rather than every 2 s: those Lease requests would count as the plugins'.
+        return ["--kubeconfig", kubeconfig, "-n", self.ns, "node-slices",
+                "--lease-duration", "120", "--renew-deadline", "100", "--retry-period", "60"]
+
+    def wait_for_slices(self, shapes: list[Shape], timeout: float = 90) -> None:
+        """Until every simulated node has a slice of every shape's range."""
+        deadline = time.monotonic() + timeout
+        for shape in shapes:
+            while True:
+                have = self.cluster.slices_of(self.ns, self.network(shape))
+                missing = [n for n in self.nodes if n not in have]
+                if not missing:
+                    break
+                if self.controller is not None and self.controller.poll() is not None:
+                    raise BenchError(f"{self.mode.name}: the controller exited ({self.dir / 'controller.log'})")
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{self.mode.name}: no slice of {self.cidrs[shape.name]} for "
+                                     f"{len(missing)} node(s) after {timeout:.0f}s")
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self.controller is not None and self.controller.poll() is None:
+            self.controller.terminate()
+            try:
+                self.controller.wait(10)
+            except subprocess.TimeoutExpired:
+                self.controller.kill()
+                self.controller.wait()
+
+
 # --- scenarios -------------------------------------------------------------------------
 
 
-@dataclass
-class Report:
-    meta: dict[str, Any]
-    single: dict[str, Any] = field(default_factory=dict)
-    burst: dict[str, Any] = field(default_factory=dict)
-    scale: dict[str, Any] = field(default_factory=dict)
-    memory: dict[str, Any] = field(default_factory=dict)
+Request = tuple[str, str]  # (container id, ifname): one ADD
+
+
+def check_pools(cluster: Cluster, ns: str, cidr: str, handed: list[str]) -> dict[str, int]:
+    """What the stored pools of `cidr` hold against the addresses the ADDs returned: addresses stored
+    twice or returned twice, and returned ones missing from the pools."""
+    within = ipaddress.ip_network(cidr)
+    stored: list[str] = []
+    for pool in cluster.pools(ns):
+        spec = pool.get("spec") or {}
+        try:
+            net = ipaddress.ip_network(spec.get("range", ""), strict=False)
+        except ValueError:
+            continue
+        if net.version != within.version or not net.subnet_of(within):  # type: ignore[arg-type]
+            continue
+        stored += [str(net.network_address + int(off)) for off in spec.get("allocations") or {}]
+    twice = sum(c - 1 for c in Counter(stored).values()) + sum(c - 1 for c in Counter(handed).values())
+    return {"stored": len(stored), "duplicates": twice, "not_stored": len(set(handed) - set(stored))}
+
+
+VERB_LETTERS = {"GET": "G", "LIST": "L", "WATCH": "W", "POST": "C", "PUT": "U", "PATCH": "P", "DELETE": "D"}
+
+
+def per_verb(delta: Counter[str], calls: int) -> dict[str, float]:
+    order = [*VERB_LETTERS, *sorted(set(delta) - set(VERB_LETTERS) - {"other"})]
+    return {verb: round(delta[verb] / calls, 2) for verb in order if delta[verb] > 0}
+
+
+def load(cluster: Cluster, counter: ApiCounter, run: ModeRun, shape: Shape, units: dict[int, list[list[Request]]],
+         concurrency: int) -> dict[str, Any]:
+    """Each node k runs its `units[k]` (a unit: ADDs in sequence, e.g. one pod's interfaces), `concurrency`
+    units at a time, all nodes at once."""
+    confs = {k: run.conf(shape, k) for k in units}
+    results: list[tuple[float, float, Call]] = []
+    lock = threading.Lock()
+    before = counter.scrape()
+    t0 = time.perf_counter()
+
+    def worker(k: int, queue: collections.deque[list[Request]]) -> None:
+        while True:
+            try:
+                unit = queue.popleft()
+            except IndexError:
+                return
+            for cid, ifname in unit:
+                start = time.perf_counter() - t0
+                call = invoke(run.argv, confs[k], "ADD", cid, node=run.nodes[k], ifname=ifname)
+                with lock:
+                    results.append((start, start + call.seconds, call))
+
+    threads = []
+    for k, node_units in units.items():
+        queue = collections.deque(node_units)
+        threads += [threading.Thread(target=worker, args=(k, queue)) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    delta = counter.scrape() - before
+    ok = [c for _, _, c in results if c.rc == 0]
+    handed = [c.out["ips"][0]["address"].split("/")[0] for c in ok if c.out.get("ips")]
+    lat = [c.seconds for _, _, c in results]
+    errors = Counter(str(c.out.get("msg", ""))[:80] for _, _, c in results if c.rc != 0)
+    return {"adds": len(results), "nodes": len(units), "concurrency": concurrency, "range": run.cidrs[shape.name],
+            "wall": wall, "ok": len(ok), "failures": len(results) - len(ok),
+            **check_pools(cluster, run.ns, run.cidrs[shape.name], handed),
+            "p50": statistics.median(lat), "p99": pct(lat, 99),
+            "cpu_per_add": sum(c.cpu for _, _, c in results) / len(results),
+            "requests_per_add": per_verb(delta, len(results)), "other_requests": delta["other"],
+            "errors": dict(errors.most_common(3)),
+            "timeline": sorted((round(s, 3), round(e, 3), c.rc) for s, e, c in results)}
+
+
+def burst(cluster: Cluster, counter: ApiCounter, run: ModeRun, total: int, nodes: int,
+          per_node: int) -> dict[str, Any]:
+    """`total` single-interface ADDs from `nodes` nodes, `per_node` at a time per node, into one range."""
+    units = {k: [[(f"b{i}", "net1")] for i in range(total) if i % nodes == k] for k in range(nodes)}
+    return load(cluster, counter, run, SHAPES["burst"], units, per_node)
+
+
+def pods(cluster: Cluster, counter: ApiCounter, run: ModeRun, count: int, interfaces: int, nodes: int,
+         per_node: int) -> dict[str, Any]:
+    """Go issue #313 scaled: `count` pods of `interfaces` interfaces each (one container id, net1..netN
+    in sequence, as Multus calls them) from `nodes` nodes, `per_node` pods at a time per node."""
+    units = {k: [[(f"p{p}", f"net{j}") for j in range(1, interfaces + 1)] for p in range(count) if p % nodes == k]
+             for k in range(nodes)}
+    return load(cluster, counter, run, SHAPES["pods"], units, per_node)
 
 
 SINGLE = ("ADD", "DEL", "ADD with log_file")
 
 
-def single(cluster: Cluster, plugins: dict[str, list[str]], n: int) -> dict[str, Any]:
-    """Cold ADD then DEL, alternating plugins, each on its own fresh pool; then the same ADD
-    with a `log_file` (level verbose), as most installs run it."""
-    setups = {name: cluster.namespace(f"single-{name}") for name in plugins}
-    times: dict[str, dict[str, list[float]]] = {name: {what: [] for what in SINGLE} for name in plugins}
-    failures: Counter[str] = Counter()
+def single(cluster: Cluster, counter: ApiCounter, runs: dict[str, ModeRun], n: int, counted: int) -> dict[str, Any]:
+    """Cold ADD then DEL, modes interleaved (the order rotating), each on its own pool; then the same
+    ADD with a `log_file` (level verbose), as most installs run it. Then, mode by mode, `counted` ADDs
+    (whose addresses are checked against the pools) and their DELs, with the API server's request
+    counter read around each group."""
+    shape = SHAPES["single"]
+    times: dict[str, dict[str, list[Call]]] = {name: {what: [] for what in SINGLE} for name in runs}
+    names = list(runs)
     for i in range(n):
-        order = list(plugins) if i % 2 == 0 else list(reversed(plugins))
-        for name in order:
-            _, flat = setups[name]
-            conf = conf_for(flat, "10.60.0.0/24", cluster.workdir / f"locks-{name}")
-            logged = conf_for(flat, "10.60.0.0/24", cluster.workdir / f"locks-{name}",
-                              log_file=str(cluster.workdir / f"single-{name}.log"), log_level="verbose")
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            run = runs[name]
+            conf = run.conf(shape, 0)
+            logged = run.conf(shape, 0, log_file=str(run.dir / "single.log"), log_level="verbose")
             for what, verb, c in (("ADD", "ADD", conf), ("DEL", "DEL", conf),
                                   ("ADD with log_file", "ADD", logged), (None, "DEL", logged)):
-                call = invoke(plugins[name], c, verb, f"s{i}")
-                if call.rc != 0:
-                    failures[f"{name} {what or verb}"] += 1
+                call = invoke(run.argv, c, verb, f"s{i}", node=run.nodes[0])
                 if what:
-                    times[name][what].append(call.seconds)
-    out: dict[str, Any] = {"n": n, "failures": dict(failures), "samples": times}
-    for name in plugins:
-        for verb in SINGLE:
-            v = times[name][verb]
-            out[f"{name} {verb}"] = {"median": statistics.median(v), "p90": pct(v, 90)}
+                    times[name][what].append(call)
+    out: dict[str, Any] = {}
+    for name, run in runs.items():
+        conf = run.conf(shape, 0)
+        requests, held = {}, {}
+        for verb in ("ADD", "DEL"):
+            before = counter.scrape()
+            calls = [invoke(run.argv, conf, verb, f"c{j}", node=run.nodes[0]) for j in range(counted)]
+            requests[verb] = per_verb(counter.scrape() - before, counted)
+            if verb == "ADD":
+                handed = [c.out["ips"][0]["address"].split("/")[0] for c in calls if c.rc == 0 and c.out.get("ips")]
+                held = check_pools(cluster, run.ns, run.cidrs[shape.name], handed)
+        for what in SINGLE:
+            calls = times[name][what]
+            lat = [c.seconds for c in calls]
+            out[f"{name} {what}"] = {
+                "n": len(calls), "wall": sum(lat), "p50": statistics.median(lat), "p90": pct(lat, 90),
+                "p99": pct(lat, 99), "failures": sum(c.rc != 0 for c in calls), "duplicates": held["duplicates"],
+                "cpu_per_add": sum(c.cpu for c in calls) / len(calls), "range": run.cidrs[shape.name],
+                "requests_per_add": requests.get(what, {}), "samples": lat}
     return out
-
-
-def burst(cluster: Cluster, argv: list[str], name: str, total: int, nodes: int, per_node: int,
-          block_size: int = 0) -> dict[str, Any]:
-    """`total` ADDs from `nodes` simulated nodes, `per_node` at a time per node, into one /22."""
-    ns, flat = cluster.namespace(f"burst-{name}")
-    results: list[tuple[float, float, Call]] = []
-    lock = threading.Lock()
-    t0 = time.perf_counter()
-
-    def node_worker(node: int) -> None:
-        ids = [i for i in range(total) if i % nodes == node]
-        sem = threading.Semaphore(per_node)
-        threads = []
-
-        def one(i: int) -> None:
-            with sem:
-                conf = conf_for(flat, "10.61.0.0/22", cluster.workdir / f"burst-{name}-node{node}",
-                                **({"block_size": block_size} if block_size else {}))
-                start = time.perf_counter() - t0
-                call = invoke(argv, conf, "ADD", f"b{i}", node=f"node{node}")
-                with lock:
-                    results.append((start, start + call.seconds, call))
-
-        for i in ids:
-            t = threading.Thread(target=one, args=(i,))
-            t.start()
-            threads.append(t)
-        for t in threads:
-            t.join()
-
-    workers = [threading.Thread(target=node_worker, args=(k,)) for k in range(nodes)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    wall = time.perf_counter() - t0
-    ok = [c for _, _, c in results if c.rc == 0]
-    ips = [c.out["ips"][0]["address"] for c in ok if c.out.get("ips")]
-    dupes = sum(c - 1 for c in Counter(ips).values() if c > 1)
-    stored = sum(len(p["spec"].get("allocations") or {}) for p in cluster.pools(ns))
-    lat = [c.seconds for _, _, c in results]
-    errors = Counter(str(c.out.get("msg", ""))[:80] for _, _, c in results if c.rc != 0)
-    return {"total": total, "nodes": nodes, "per_node": per_node, "wall": wall, "ok": len(ok),
-            "failures": total - len(ok), "duplicates": dupes, "stored": stored,
-            "p50": statistics.median(lat), "p99": pct(lat, 99), "errors": dict(errors.most_common(3)),
-            "timeline": sorted((round(s, 3), round(e, 3), c.rc) for s, e, c in results)}
 
 
 def scale(cluster: Cluster, argv: list[str], name: str, live_counts: list[int], samples: int,
@@ -272,7 +554,8 @@ def scale(cluster: Cluster, argv: list[str], name: str, live_counts: list[int], 
     out: dict[str, Any] = {"block_size": block_size}
     rng = parse_range("range", "10.62.0.0/16")
     for live in live_counts:
-        ns, flat = cluster.namespace(f"scale-{name}")
+        ns = cluster.namespace(f"scale-{name}")
+        flat = cluster.node_files(ns, cluster.workdir / ns)
         layout = Layout(rng, "", block_size or 0)
         by_block: dict[str, dict[str, Any]] = {}
         # Spread evenly, as owners' hashed home blocks fill a block layout (and as any fill looks to one pool).
@@ -306,86 +589,129 @@ def scale(cluster: Cluster, argv: list[str], name: str, live_counts: list[int], 
     return out
 
 
+def memory(cluster: Cluster, plugins: dict[str, list[str]]) -> dict[str, int]:
+    """Peak resident memory (KiB) of one ADD, the largest of three."""
+    out = {}
+    for name, argv in plugins.items():
+        ns = cluster.namespace(f"mem-{name}")
+        conf = conf_for(cluster.node_files(ns, cluster.workdir / ns), "10.63.0.0/24", cluster.workdir / f"m-{name}")
+        out[name] = max(invoke(argv, conf, "ADD", f"m{i}", memory=True).max_rss_kb for i in range(3))
+    return out
+
+
 # --- output ----------------------------------------------------------------------------
 
 
-def ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}x" if b else "n/a"
+@dataclass
+class Report:
+    meta: dict[str, Any]
+    entries: list[dict[str, Any]] = field(default_factory=list)  # one per mode and scenario
+    scale: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
+
+    def entry(self, mode: str, scenario: str) -> dict[str, Any] | None:
+        return next((e for e in self.entries if e["mode"] == mode and e["scenario"] == scenario), None)
+
+
+def requests_text(per: dict[str, float]) -> str:
+    if not per:
+        return "-"
+    parts = " ".join(f"{VERB_LETTERS.get(v, v)}{n:g}" for v, n in per.items())
+    return f"{sum(per.values()):.1f} ({parts})"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a is not None and b else "-"
 
 
 def print_table(rep: Report) -> list[str]:
-    lines = [f"whereabouts benchmark {rep.meta['date']} on {rep.meta['machine']}",
-             f"ours {rep.meta['ours']} vs Go whereabouts {rep.meta['go']} (mode {rep.meta['mode']})", ""]
-    s = rep.single
-    lines.append(f"{'what':44} {'ours':>12} {'Go':>12} {'ours/Go':>8}")
-    for verb in SINGLE:
-        o, g = s[f"ours {verb}"], s[f"go {verb}"]
-        lines.append(f"{'single ' + verb + ' median (ms, n=' + str(s['n']) + ')':44} {o['median'] * 1000:12.1f} "
-                     f"{g['median'] * 1000:12.1f} {ratio(o['median'], g['median']):>8}")
-        lines.append(f"{'single ' + verb + ' p90 (ms)':44} {o['p90'] * 1000:12.1f} {g['p90'] * 1000:12.1f} "
-                     f"{ratio(o['p90'], g['p90']):>8}")
-    if "baseline" in rep.meta:
-        for verb in SINGLE:
-            o, b = s[f"ours {verb}"], s[f"baseline {verb}"]
-            lines.append(f"{'single ' + verb + ' median, ' + rep.meta['baseline'][:10] + ' (ms)':44} "
-                         f"{b['median'] * 1000:12.1f} {'':12} {ratio(o['median'], b['median']):>8} (ours/it)")
-    bo, bg = rep.burst["ours"], rep.burst["go"]
-    label = f"burst {bo['total']} ADDs, {bo['nodes']} nodes x {bo['per_node']}"
-    lines.append(f"{label + ' wall (s)':44} {bo['wall']:12.1f} {bg['wall']:12.1f} {ratio(bo['wall'], bg['wall']):>8}")
-    lines.append(f"{'burst p50 / p99 per ADD (s)':44} {bo['p50']:5.2f}/{bo['p99']:6.2f} {bg['p50']:5.2f}/{bg['p99']:6.2f}")
-    lines.append(f"{'burst failures / duplicates':44} {bo['failures']:>6}/{bo['duplicates']:<5} "
-                 f"{bg['failures']:>6}/{bg['duplicates']:<5}")
-    bb = rep.burst["ours-blocks"]
-    lines.append(f"{'burst wall, ours with block_size 256 (s)':44} {bb['wall']:12.1f} {bg['wall']:12.1f} "
-                 f"{ratio(bb['wall'], bg['wall']):>8}   ({bb['failures']} failed, {bb['duplicates']} duplicates)")
+    m = rep.meta
+    lines = [f"whereabouts benchmark {m['date']} on {m['machine']}",
+             f"ours {m['ours']} ({m['revision']}) vs Go whereabouts {m['go']} ({m['size']}); "
+             f"controllers: {m['controllers']}",
+             "requests per ADD by verb: G GET, L LIST, W WATCH, C POST, U PUT, P PATCH, D DELETE", ""]
+    scenarios = list(dict.fromkeys(e["scenario"] for e in rep.entries))
+    for scenario in scenarios:
+        load_like = not scenario.startswith("single")
+        key = "wall" if load_like else "p50"
+        lines.append(f"{scenario}: {m['scenarios'].get(scenario, '')}")
+        lines.append(f"  {'mode':13} {'wall s' if load_like else 'n':>7} {'p50 ms':>8} {'p99 ms':>8} "
+                     f"{'fail':>5} {'dup':>4} {'cpu ms':>7}  {'vs go-def':>9} {'vs go-fast':>10}  "
+                     f"{'range':16} requests per call")
+        for e in (e for e in rep.entries if e["scenario"] == scenario):
+            if "error" in e:
+                lines.append(f"  {e['mode']:13} {e['error']}")
+                continue
+            base = [rep.entry(g, scenario) for g in ("go-default", "go-fast")]
+            vs = [ratio(e[key], b[key]) if b and "error" not in b else "-" for b in base]
+            first = f"{e['wall']:.1f}" if load_like else str(e["n"])
+            lines.append(f"  {e['mode']:13} {first:>7} {e['p50'] * 1000:>8.1f} "
+                         f"{e['p99'] * 1000:>8.1f} {e['failures']:>5} {e['duplicates']:>4} "
+                         f"{e['cpu_per_add'] * 1000:>7.1f}  {vs[0]:>9} {vs[1]:>10}  {e.get('range', ''):16} "
+                         f"{requests_text(e['requests_per_add'])}")
+        lines.append("")
     for name in ("ours", "go"):
-        sc = rep.scale[name]
-        for live, v in sc.items():
+        for live, v in rep.scale.get(name, {}).items():
             if live == "block_size":
                 continue
             what = f"scale /16, {live} live: ADD median ({name})"
             if "error" in v:
                 lines.append(f"{what:44} refused: {v['error'][:60]}")
             else:
-                lines.append(f"{what:44} {v['median'] * 1000:9.1f} ms, largest object {v['largest_object_bytes'] / 1024:.0f} KiB"
-                             f", {v['failures']} failed")
-    m = rep.memory
-    lines.append(f"{'peak memory of one ADD (MiB)':44} {m['ours'] / 1024:12.1f} {m['go'] / 1024:12.1f} "
-                 f"{ratio(m['ours'], m['go']):>8}")
+                lines.append(f"{what:44} {v['median'] * 1000:9.1f} ms, largest object "
+                             f"{v['largest_object_bytes'] / 1024:.0f} KiB, {v['failures']} failed")
+    mem = rep.memory
+    if mem:
+        lines.append(f"{'peak memory of one ADD (MiB)':44} ours {mem['ours'] / 1024:.1f}, Go {mem['go'] / 1024:.1f}, "
+                     f"ours/Go {ratio(mem['ours'], mem['go'])}")
     return lines
 
 
 def chart(rep: Report, path: Path) -> None:
+    """Single ADD latencies per mode, and for burst and pods one timeline per mode: ADDs done over time."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    s = rep.single["samples"]
-    data = [[x * 1000 for x in s[n][v]] for v in SINGLE for n in ("ours", "go")]
-    axes[0].boxplot(data, tick_labels=["ours ADD", "Go ADD", "ours DEL", "Go DEL", "ours ADD\n+log", "Go ADD\n+log"])
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5))
+    singles = [e for e in rep.entries if e["scenario"] == "single ADD" and "error" not in e]
+    if singles:
+        axes[0].boxplot([[x * 1000 for x in e["samples"]] for e in singles],
+                        tick_labels=[e["mode"].replace("-", "\n") for e in singles])
     axes[0].set_ylabel("ms (cold process)")
-    axes[0].set_title("single calls")
-    for ax, name in ((axes[1], "ours"), (axes[2], "go")):
-        tl = rep.burst[name]["timeline"]
-        for i, (start, end, rc) in enumerate(tl):
-            ax.plot([start, end], [i, i], color="tab:green" if rc == 0 else "tab:red", linewidth=0.6)
-        ax.set_title(f"burst timeline: {name} ({rep.burst[name]['wall']:.1f}s)")
+    axes[0].set_title("single ADD")
+    for ax, scenario in ((axes[1], "burst"), (axes[2], "pods")):
+        entries = [e for e in rep.entries if e["scenario"] == scenario and "error" not in e]
+        for e in entries:
+            ends = sorted(end for _, end, rc in e["timeline"] if rc == 0)
+            ax.plot(ends, range(1, len(ends) + 1), label=f"{e['mode']} ({e['wall']:.1f}s, {e['failures']} failed)")
+        ax.set_title(f"{scenario}: {rep.meta['scenarios'].get(scenario, '')}", fontsize=9)
         ax.set_xlabel("s since start")
-        ax.set_ylabel("ADD #")
+        ax.set_ylabel("ADDs done")
+        if entries:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
+# --- main --------------------------------------------------------------------------------
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="small sizes, a few minutes (default)")
-    mode.add_argument("--full", action="store_true", help="the sizes of the targets (tens of minutes)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small counts, every mode, a few minutes (default)")
+    size.add_argument("--full", action="store_true", help="the counts of the targets (tens of minutes)")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated, of {', '.join(SCENARIOS)}")
     parser.add_argument("--out", type=Path, help="results folder (default bench/results/<timestamp>)")
     parser.add_argument("--baseline", metavar="REV", help="also time single ADD/DEL of this git revision of ours")
     args = parser.parse_args()
+    args.modes = [m for m in args.modes.split(",") if m]
+    args.scenarios = [s for s in args.scenarios.split(",") if s]
+    if unknown := sorted(set(args.modes) - set(MODES)) + sorted(set(args.scenarios) - set(SCENARIOS)):
+        parser.error(f"unknown mode or scenario: {', '.join(unknown)}")
     env, started = cluster_env()
     try:
         return run_all(args, env)
@@ -394,54 +720,126 @@ def main() -> int:
             subprocess.run(["bash", "hack/cluster.sh", "down"], cwd=ROOT, stdout=subprocess.DEVNULL)
 
 
+def our_controller(ours: list[str], go: list[str]) -> list[str]:
+    """`whereabouts node-slices` of the installed checkout, or Go's nodeslicecontroller where this
+    checkout has none yet (the report says which ran)."""
+    probe = subprocess.run([*ours, "node-slices", "--help"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if probe.returncode == 0:
+        return ours
+    say("this checkout has no `whereabouts node-slices`: ours-slices runs Go's nodeslicecontroller")
+    return [str(Path(go[0]).parent / "nodeslicecontroller")]
+
+
+def revision() -> str:
+    """The commit measured; `-dirty` when the working tree (which is what gets installed) differs from it."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "whereabouts", "setup.cfg"], cwd=ROOT)
+    return head.stdout.strip() + ("-dirty" if dirty.returncode else "")
+
+
 def run_all(args: argparse.Namespace, env: dict[str, str]) -> int:
     full = args.full
-    sizes = dict(n=40 if full else 30, burst=(1000, 10, 10) if full else (200, 10, 10),
+    sizes = dict(n=40 if full else 30, counted=20 if full else 10,
+                 burst=(1000, 10, 10) if full else (200, 10, 10),
+                 pods=(64, 16, 4, 4) if full else (16, 8, 4, 4),
                  live=[100, 10_000, 60_000] if full else [100, 10_000], samples=15 if full else 7)
     sys.path.insert(0, str(ROOT))
     cluster = Cluster(env)
+    counter = ApiCounter(env)
     ours = our_plugin()
     go, go_version = go_plugin()
     from whereabouts import __version__
 
-    rep = Report(meta={"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                       "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-                       "ours": __version__, "go": go_version, "mode": "full" if full else "quick",
-                       "kube-apiserver": Path(env.get("WHEREABOUTS_BIN_DIR", "")).name})
-    plugins = {"ours": ours, "go": go}
-    singles = {**plugins, "baseline": our_plugin(args.baseline)} if args.baseline else plugins
-    say(f"single ADD/DEL x{sizes['n']}")
-    rep.single = single(cluster, singles, sizes["n"])
-    if args.baseline:
-        rep.meta["baseline"] = args.baseline
     total, nodes, per_node = sizes["burst"]
-    for name in ("go", "ours"):
-        say(f"burst of {total} ADDs: {name}")
-        rep.burst[name] = burst(cluster, plugins[name], name, total, nodes, per_node)
-    say(f"burst of {total} ADDs: ours with block_size 256")
-    rep.burst["ours-blocks"] = burst(cluster, ours, "ours-blocks", total, nodes, per_node, block_size=256)
-    for name, block in (("ours", 256), ("go", None)):
-        say(f"scale {sizes['live']}: {name}")
-        rep.scale[name] = scale(cluster, plugins[name], name, sizes["live"], sizes["samples"], block)
-    ns_o, flat_o = cluster.namespace("mem-ours")
-    ns_g, flat_g = cluster.namespace("mem-go")
-    rep.memory = {
-        "ours": max(invoke(ours, conf_for(flat_o, "10.63.0.0/24", cluster.workdir / "m1"), "ADD", f"m{i}",
-                              memory=True).max_rss_kb for i in range(3)),
-        "go": max(invoke(go, conf_for(flat_g, "10.63.0.0/24", cluster.workdir / "m2"), "ADD", f"m{i}",
-                            memory=True).max_rss_kb for i in range(3)),
-    }
-    out = args.out or ROOT / "bench" / "results" / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(rep.__dict__, indent=1, default=str))
+    count, interfaces, pod_nodes, pods_per_node = sizes["pods"]
+    rep = Report(meta={
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "ours": __version__, "go": go_version, "size": "full" if full else "quick", "sizes": sizes,
+        "kube-apiserver": Path(env.get("WHEREABOUTS_BIN_DIR", "")).name, "modes": args.modes,
+        "revision": revision(),
+        "scenarios": {**{f"single {what}": f"{sizes['n']} cold calls one at a time, modes interleaved; "
+                                           f"requests from {sizes['counted']} more" for what in SINGLE[:2]},
+                      "single ADD with log_file": "the same with log_file and log_level verbose",
+                      "burst": f"{total} ADDs from {nodes} nodes, {per_node} at a time per node",
+                      "pods": f"{count} pods x {interfaces} interfaces from {pod_nodes} nodes, "
+                              f"{pods_per_node} pods at a time per node, each pod's ADDs in sequence"}})
+    plugins = {"go": go, "ours": ours}
+    controllers = {"go": [str(Path(go[0]).parent / "nodeslicecontroller")]}
+    if "ours-slices" in args.modes:
+        controllers["ours"] = our_controller(ours, go)
+    rep.meta["controllers"] = ", ".join(f"{k}: {Path(v[0]).name}{' node-slices' if v == ours else ''}"
+                                        for k, v in controllers.items())
+    shapes = [shape for name, shape in SHAPES.items() if name in args.scenarios]
+    runs: dict[str, ModeRun] = {}
+    setup_errors: dict[str, str] = {}
+    try:
+        node_names = cluster.create_nodes(max(nodes, pod_nodes))
+        in_cluster = cluster.node_count()
+        rep.meta["nodes_in_cluster"] = in_cluster
+        for name in args.modes:
+            mode = MODES[name]
+            runs[name] = ModeRun(cluster, mode, plugins[mode.plugin], node_names)
+            runs[name].prepare(shapes, controllers.get(mode.plugin) if mode.slices else None, in_cluster)
+        for name, run in runs.items():
+            if run.mode.slices:
+                say(f"{name}: waiting for the controller to give every node a slice")
+                try:
+                    run.wait_for_slices(shapes)
+                except BenchError as e:
+                    setup_errors[name] = str(e)
+                    say(str(e))
+        measured = {n: r for n, r in runs.items() if n not in setup_errors}
+        if "single" in args.scenarios:
+            singles = dict(measured)
+            if args.baseline:
+                base = ModeRun(cluster, Mode("baseline", "ours"), our_plugin(args.baseline), node_names)
+                base.prepare([SHAPES["single"]], None, in_cluster)
+                singles["baseline"] = base
+                rep.meta["baseline"] = args.baseline
+            say(f"single ADD/DEL x{sizes['n']}: {', '.join(singles)}")
+            out = single(cluster, counter, singles, sizes["n"], sizes["counted"])
+            for what in SINGLE:
+                for name in [*args.modes, *(["baseline"] if args.baseline else [])]:
+                    rep.entries.append({"mode": name, "scenario": f"single {what}",
+                                        **out.get(f"{name} {what}", {"error": setup_errors.get(name, "")})})
+        for scenario in ("burst", "pods"):
+            if scenario not in args.scenarios:
+                continue
+            for name in args.modes:
+                entry: dict[str, Any] = {"mode": name, "scenario": scenario}
+                if name in setup_errors:
+                    entry["error"] = setup_errors[name]
+                else:
+                    say(f"{scenario}: {name}")
+                    if scenario == "burst":
+                        entry.update(burst(cluster, counter, runs[name], total, nodes, per_node))
+                    else:
+                        entry.update(pods(cluster, counter, runs[name], count, interfaces, pod_nodes, pods_per_node))
+                    say(f"{scenario}: {name}: {entry['wall']:.1f}s, {entry['failures']} failed, "
+                        f"{entry['duplicates']} duplicates")
+                rep.entries.append(entry)
+        if "scale" in args.scenarios:
+            for name, block in (("ours", 256), ("go", None)):
+                say(f"scale {sizes['live']}: {name}")
+                rep.scale[name] = scale(cluster, plugins[name], name, sizes["live"], sizes["samples"], block)
+        if "memory" in args.scenarios:
+            rep.memory = memory(cluster, {"ours": ours, "go": go})
+    finally:
+        for run in runs.values():
+            run.stop()
+        cluster.cleanup()
+    out_dir = args.out or ROOT / "bench" / "results" / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(rep.__dict__, indent=1, default=str))
     lines = print_table(rep)
-    (out / "table.txt").write_text("\n".join(lines) + "\n")
+    (out_dir / "table.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     try:
-        chart(rep, out / "chart.png")
+        chart(rep, out_dir / "chart.png")
     except ImportError:
         say("matplotlib is not installed: no chart (pip install -e '.[bench]')")
-    say(f"results in {out}")
+    say(f"results in {out_dir}")
     return 0
 
 
