@@ -31,7 +31,8 @@ from tests.e2e.test_install_cni import SCRIPT as INSTALL_SCRIPT, fake_build
 
 DOC = ROOT / "doc"
 NAD_CRD = Path(__file__).parent / "fixtures" / "network-attachment-definition-crd.yaml"
-INSTALL_FILES = ["rbac.yaml", "daemonset.yaml", "reconciler-cronjob.yaml", "reconciler-deployment.yaml"]
+INSTALL_FILES = ["rbac.yaml", "daemonset.yaml", "reconciler-cronjob.yaml", "reconciler-deployment.yaml",
+                 "node-slice-controller.yaml"]
 NAD = ("k8s.cni.cncf.io", "v1", "network-attachment-definitions")
 PLUGIN = [sys.executable, "-m", "whereabouts"]
 
@@ -52,6 +53,9 @@ def localize(doc: dict[str, Any], namespace: str) -> dict[str, Any]:
     # pods would install this test's credentials over the node's.
     if doc["kind"] == "DaemonSet":
         doc["spec"]["template"]["spec"]["nodeSelector"]["whereabouts.test/manifests-only"] = "true"
+    # Nor the node-slice controller: tests/ops/test_nodeslices.py runs it as a process.
+    if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "whereabouts-node-slices":
+        doc["spec"]["template"]["spec"]["nodeSelector"] = {"whereabouts.test/manifests-only": "true"}
     # The reconciler's kubeconfig names its namespace inside a string.
     if doc["kind"] == "ConfigMap":
         doc["data"] = {k: v.replace("namespace: kube-system", f"namespace: {namespace}")
@@ -197,6 +201,11 @@ def test_the_workloads_agree_with_the_image(installed):
         assert p["containers"][0]["command"][:2] == ["/opt/whereabouts/bin/whereabouts", "reconcile"]
         assert p["serviceAccountName"] == "whereabouts-reconciler"
     assert pods[0]["serviceAccountName"] == "whereabouts"
+    slices = installed.find("Deployment", "whereabouts-node-slices")["spec"]
+    assert slices["replicas"] == 2
+    assert slices["template"]["spec"]["containers"][0]["image"] in images
+    assert slices["template"]["spec"]["containers"][0]["command"] == ["/opt/whereabouts/bin/whereabouts", "node-slices"]
+    assert slices["template"]["spec"]["serviceAccountName"] == "whereabouts-node-slices"
     mounts = {m["mountPath"] for m in ds["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
     env = {e["name"]: e.get("value") for e in ds["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert {env["CNI_BIN_DIR"], env["CNI_NET_DIR"]} <= mounts
@@ -363,6 +372,56 @@ def test_the_reconciler_role_reads_pods_and_sweeps_with_nothing_more(installed, 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     left = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "ippools", "10.98.0.0-24")["spec"]["allocations"]
     assert set(left) == {"6"}
+
+
+def test_the_node_slice_controller_works_with_its_token_and_nothing_more(installed, cluster, kube, tmp_path):
+    """A real run of `whereabouts node-slices` with the Deployment's account: it slices for a NAD and a node."""
+    from kubernetes import client
+
+    from tests.helpers.kubeconfig import write_kubeconfig
+
+    ns = installed.namespace
+    token = installed.token("whereabouts-node-slices")
+    api = Caller(cluster, token)
+    refused = [("GET", f"/api/v1/namespaces/{ns}/secrets"),
+               ("GET", "/api/v1/pods"),
+               ("DELETE", "/api/v1/nodes/x"),
+               ("GET", f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/whereabouts"),
+               ("GET", f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/ippools"),
+               ("DELETE", f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/ippools/x"),
+               ("GET", f"/apis/{GROUP}/{VERSION}/namespaces/default/nodeslicepools")]
+    assert {(m, p): api.status(m, p) for m, p in refused} == {(m, p): 403 for m, p in refused}
+
+    node = f"{ns}-node"
+    core = client.CoreV1Api(kube)
+    core.create_node({"metadata": {"name": node}})
+    try:
+        conf = {"cniVersion": "0.3.1", "name": "sliced", "type": "macvlan",
+                "ipam": {"type": "whereabouts", "range": "10.97.0.0/16", "node_slice_size": "/24"}}
+        client.CustomObjectsApi(kube).create_namespaced_custom_object(*NAD[:2], ns, NAD[2], {
+            "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": "sliced"}, "spec": {"config": json.dumps(conf)}})
+        kubeconfig = write_kubeconfig(tmp_path / "node-slices.kubeconfig", cluster.server, ca_file=cluster.ca_file,
+                                      token=token, namespace=ns)
+        proc = subprocess.Popen([*PLUGIN, "--kubeconfig", str(kubeconfig), "node-slices", "--retry-period", "0.2",
+                                 "--renew-deadline", "0.8", "--lease-duration", "1.5"], stderr=subprocess.PIPE,
+                                text=True, env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT),
+                                                "HOME": str(tmp_path)})
+        custom = client.CustomObjectsApi(kube)
+        deadline = time.monotonic() + 20
+        allocations: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and not any(a["nodeName"] == node for a in allocations):
+            time.sleep(0.2)
+            # (other NADs of the shared cluster may get pools here too)
+            pools = custom.list_namespaced_custom_object(GROUP, VERSION, ns, "nodeslicepools")["items"]
+            allocations = next((p["status"]["allocations"] for p in pools if p["metadata"]["name"] == "sliced"), [])
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        assert any(a["nodeName"] == node for a in allocations), err
+        assert '"level": "warning"' not in err and '"level": "error"' not in err, err
+    finally:
+        core.delete_node(node)
 
 
 def test_localize_keeps_the_documents_intact():
