@@ -419,7 +419,7 @@ def test_the_node_slice_controller_works_with_its_token_and_nothing_more(install
         _, err = proc.communicate(timeout=20)
         assert proc.returncode == 0, err
         assert any(a["nodeName"] == node for a in allocations), err
-        assert '"level": "warning"' not in err and '"level": "error"' not in err, err
+        assert "403" not in err, err  # every request it made was allowed
     finally:
         core.delete_node(node)
 
