@@ -411,7 +411,10 @@ class NodeSlices:
         if desired is None:
             return
         network_names = sorted({o.spec.network_name for o in owners})
-        local = [(o.nad.name, o.nad.uid) for o in owners if o.nad.namespace == self.kube.namespace]
+        # Owner references only while every asking NAD is of the pool's namespace: the garbage collector
+        # deletes a pool whose referenced owners are all gone, even while a NAD elsewhere still asks for it.
+        local = ([(o.nad.name, o.nad.uid) for o in owners]
+                 if all(o.nad.namespace == self.kube.namespace for o in owners) else [])
         asking = {o.nad.uid: f"{o.nad.namespace}/{o.nad.name}" for o in owners}
         for _ in range(CONFLICT_RETRIES):
             self._check_leading()
@@ -437,7 +440,7 @@ class NodeSlices:
                 allocations = assign(unassign(before, nodes, held), nodes)
                 why = "nodes changed"
             meta = obj["metadata"]
-            stale = set(nad_owner_uids(obj)) - {uid for _, uid in local} - undecided
+            stale = set(nad_owner_uids(obj)) - {uid for _, uid in local} - (undecided if local else set())
             refs = owner_references(list(meta.get("ownerReferences") or []), local, stale) or None
             kept = {u: ref for u, ref in annotated_owners(obj).items() if u in undecided}
             annotations = {**(meta.get("annotations") or {}), OWNERS_ANNOTATION: _owners_text({**kept, **asking})}
