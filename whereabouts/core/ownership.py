@@ -55,8 +55,3 @@ def reservation_made_by(obj: Any, alloc: Allocation) -> bool:
     spec = obj.get("spec") if isinstance(obj, dict) else None
     containerid = (spec.get("containerid") if isinstance(spec, dict) else "") or ""
     return reservation_belongs(obj, alloc) and containerid in ("", alloc.container_id)
-
-
-def owner_key(owner: Allocation) -> str:
-    """What picks an owner's home block; the same for its ADD and its DEL."""
-    return f"{owner.podref or owner.container_id}|{owner.ifname}"
