@@ -32,6 +32,9 @@
 #   WHEREABOUTS_SYNC_INTERVAL   seconds between rotation checks [10]
 #   WHEREABOUTS_LOG_FILE, WHEREABOUTS_LOG_LEVEL   written into whereabouts.conf if set
 #   WHEREABOUTS_SINGLE_LEASE   true or false: written into whereabouts.conf if set
+#   NODENAME            the Node's name (the DaemonSet passes spec.nodeName): written to
+#                       $CNI_NET_DIR/whereabouts.d/nodename, where both plugins look for it
+#                       (node_slice_size, block_size); the runtime passes no node name
 set -eu
 
 SRC="${SRC:-/opt/whereabouts/cni-bin}"
@@ -152,6 +155,8 @@ write_conf() {
   chmod 0755 "$CONF_DIR"
   {
     printf '{\n  "datastore": "kubernetes",\n  "kubernetes": {"kubeconfig": %s}' "$(json_string "$KUBECONFIG_HOST")"
+    # The directory of the nodename file, as the Go plugin reads it from the flat file.
+    printf ',\n  "configuration_path": %s' "$(json_string "${KUBECONFIG_HOST%/*}")"
     [ -n "${WHEREABOUTS_LOG_FILE:-}" ] && printf ',\n  "log_file": %s' "$(json_string "$WHEREABOUTS_LOG_FILE")"
     [ -n "${WHEREABOUTS_LOG_LEVEL:-}" ] && printf ',\n  "log_level": %s' "$(json_string "$WHEREABOUTS_LOG_LEVEL")"
     [ -n "${WHEREABOUTS_SINGLE_LEASE:-}" ] && printf ',\n  "single_lease": %s' "$WHEREABOUTS_SINGLE_LEASE"
@@ -162,6 +167,9 @@ write_conf() {
   else
     mv -f "$CONF.new" "$CONF"
     say "wrote $CONF"
+  fi
+  if [ -n "${NODENAME:-}" ]; then
+    printf '%s\n' "$NODENAME" | write_file "$CONF_DIR/nodename" 0644
   fi
 }
 

@@ -91,7 +91,9 @@ def test_installs_the_folder_the_symlink_the_flat_file_and_a_private_kubeconfig(
 
     conf = json.loads((node.net / "whereabouts.d" / "whereabouts.conf").read_text())
     assert conf == {"datastore": "kubernetes",
-                    "kubernetes": {"kubeconfig": "/etc/cni/net.d/whereabouts.d/whereabouts.kubeconfig"}}
+                    "kubernetes": {"kubeconfig": "/etc/cni/net.d/whereabouts.d/whereabouts.kubeconfig"},
+                    "configuration_path": "/etc/cni/net.d/whereabouts.d"}
+    assert not (node.net / "whereabouts.d" / "nodename").exists()
 
     assert stat.S_IMODE(node.kubeconfig_path.stat().st_mode) == 0o600
     kc = node.kubeconfig()
@@ -121,6 +123,14 @@ def test_ipv6_service_host_and_log_settings(node):
     assert node.kubeconfig()["clusters"][0]["cluster"]["server"] == "https://[fd00:10:96::1]:6443"
     conf = json.loads((node.net / "whereabouts.d" / "whereabouts.conf").read_text())
     assert conf["log_file"] == "/var/log/whereabouts.log" and conf["log_level"] == "debug"
+
+
+def test_the_node_name_is_written_where_both_plugins_look_for_it(node):
+    """The runtime gives a CNI plugin no node name: node slices and blocks read whereabouts.d/nodename."""
+    fake_build(node.src, "0.1.0-aaaaaaaaaaaa")
+    proc = node.once(NODENAME="worker-7.example.com")
+    assert proc.returncode == 0, proc.stderr
+    assert (node.net / "whereabouts.d" / "nodename").read_text() == "worker-7.example.com\n"
 
 
 def test_upgrade_swaps_the_symlink_keeps_the_previous_folder_and_prunes_older(node):
