@@ -14,6 +14,13 @@ import stat
 
 # Far above any kubeconfig, flat file, token or certificate bundle met in practice.
 MAX_FILE = 4 << 20
+# Where the flat file `whereabouts.d/whereabouts.conf` is looked for after the inline
+# `configuration_path`, in the Go plugin's order (the plugin and the node-slice controller).
+FLAT_FILE_PATHS = (
+    "/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.conf",
+    "/etc/cni/net.d/whereabouts.d/whereabouts.conf",
+    "/host/etc/cni/net.d/whereabouts.d/whereabouts.conf",
+)
 
 
 class FileRefused(OSError):
@@ -30,6 +37,14 @@ def _check_regular(fd: int, path: str, limit: int | None) -> None:
         raise FileRefused(f"{path} is not a regular file")
     if limit is not None and st.st_size > limit:
         raise FileRefused(f"{path} is larger than {limit} bytes")
+
+
+def find_flat_file(inline_path: str | None) -> str | None:
+    """The first existing flat file, starting with the inline `configuration_path`."""
+    for path in ([inline_path] if inline_path else []) + list(FLAT_FILE_PATHS):
+        if os.path.exists(path):
+            return path
+    return None
 
 
 def read_regular_file(path: str, limit: int = MAX_FILE) -> bytes:

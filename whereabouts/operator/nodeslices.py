@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import socket
 import sys
@@ -40,7 +39,7 @@ from whereabouts.core.slices import (KIND, NAD_KIND, OWNERS_ANNOTATION, PLURAL, 
                                      fresh_allocations, nad_ipam, nad_owner_uids, owner_references, slice_pool_name,
                                      slice_spec, unassign, unassigned_nodes)
 from whereabouts.errors import CorruptPool
-from whereabouts.files import read_regular_file
+from whereabouts.files import find_flat_file, read_regular_file
 from whereabouts.k8s.lease import micro_time
 from whereabouts.k8s.store import POOLS
 from whereabouts.operator.kubeclient import Kube, KubeError
@@ -48,9 +47,6 @@ from whereabouts.operator.kubeclient import Kube, KubeError
 NAD_GROUP, NAD_VERSION, NAD_PLURAL = "k8s.cni.cncf.io", "v1", "network-attachment-definitions"
 # Where the plugin finds its flat file (after the NAD's own `configuration_path`), as the Go controller
 # looks for it; a controller pod usually has none, and needs none.
-FLAT_FILE_PATHS = ("/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.conf",
-                   "/etc/cni/net.d/whereabouts.d/whereabouts.conf",
-                   "/host/etc/cni/net.d/whereabouts.d/whereabouts.conf")
 LEASE_NAME = "whereabouts-node-slices"
 WATCH_SECONDS = 300  # the server ends each watch after this; it is resumed from the last resourceVersion
 MAX_BACKOFF = 30.0
@@ -201,17 +197,16 @@ def keep_node(obj: dict[str, Any]) -> bool:
 def read_flat(inline: dict[str, Any]) -> dict[str, Any] | None:
     """The flat file the plugin would merge: the NAD's `configuration_path`, else the standard places."""
     own = inline.get("configuration_path")
-    for path in ([own] if isinstance(own, str) and own else []) + list(FLAT_FILE_PATHS):
-        if not os.path.exists(path):
-            continue
-        try:
-            data = json.loads(read_regular_file(path))
-        except (OSError, ValueError, RecursionError) as e:
-            raise ValueError(f"flat file {path}: {getattr(e, 'strerror', None) or e}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"flat file {path} does not hold a JSON object")
-        return data
-    return None
+    path = find_flat_file(own if isinstance(own, str) else None)
+    if path is None:
+        return None
+    try:
+        data = json.loads(read_regular_file(path))
+    except (OSError, ValueError, RecursionError) as e:
+        raise ValueError(f"flat file {path}: {getattr(e, 'strerror', None) or e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"flat file {path} does not hold a JSON object")
+    return data
 
 
 def nad_slice_spec(nad: NAD) -> SliceSpec | None:

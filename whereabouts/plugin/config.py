@@ -13,7 +13,7 @@ import json
 import os
 
 from whereabouts.errors import InvalidConfig, InvalidEnvironment
-from whereabouts.files import read_regular_file
+from whereabouts.files import find_flat_file, read_regular_file
 from whereabouts.core.pool import is_dns_subdomain
 from whereabouts.core.ranges import IPRange, merge_intervals, usable_span
 from whereabouts.core.record import Record
@@ -24,11 +24,6 @@ if TYPE_CHECKING:
 
     from whereabouts.core.ranges import Address, Network
 
-FLAT_FILE_PATHS = (
-    "/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.conf",
-    "/etc/cni/net.d/whereabouts.d/whereabouts.conf",
-    "/host/etc/cni/net.d/whereabouts.d/whereabouts.conf",
-)
 LOG_LEVELS = ("debug", "verbose", "info", "error", "panic")
 DEFAULT_NODE_LOCK_DIR = "/run/whereabouts"
 # Keys the flat file may not fill in: the Go plugin reads these from inline only.
@@ -91,15 +86,6 @@ def parse_cni_args(raw: str) -> dict[str, str]:
             raise InvalidEnvironment(f"CNI_ARGS: invalid pair {pair!r}, expected KEY=VALUE")
         args.setdefault(key, value)
     return args
-
-
-def find_flat_file(inline_path: str | None) -> str | None:
-    """The first existing flat file, starting with the inline `configuration_path`."""
-    candidates = ([inline_path] if inline_path else []) + list(FLAT_FILE_PATHS)
-    for path in candidates:
-        if os.path.exists(path):
-            return path
-    return None
 
 
 def read_flat_file(path: str) -> dict[str, Any]:
