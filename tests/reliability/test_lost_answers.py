@@ -331,6 +331,11 @@ def test_fault_matrix(fault_case, netconf, pools, fault_proxy, figures):
     verb = VERBS[verb_name]
     plant(pools, verb.fresh)
     conf = verb.conf(conf_for(netconf, fault_proxy, RANGE_A))
+    if verb.command == "GC":  # the planted entries were allocated on this node: its note says so
+        from whereabouts.plugin import ledger
+
+        for container in ("keep1", "victim"):
+            ledger.note(conf["ipam"]["node_lock_dir"], conf["name"], container, "net1")
     kw = {"container_id": verb.container, "pod": verb.pod}
     limit = LOCK_MS / 1000 + 5
     what = f"{verb_name} with {fault} on {method} {plural} #{nth}"

@@ -191,3 +191,18 @@ def test_a_slice_outside_the_range_is_a_corrupt_object_not_an_allocation(ipam, s
     with pytest.raises(CorruptPool, match="NodeSlicePool blue-net: node node-a"):
         ip(ipam("node-a", node_slice_size="/26"), "a1")
     assert store.names(POOLS) == []
+
+
+# --- GC on a pool shared by nodes -------------------------------------------------------------------
+
+
+def test_gc_frees_only_what_this_node_allocated_in_a_shared_pool(ipam, store):
+    """The runtime's valid attachments are this node's only: node-b's pods are in no list node-a gets."""
+    a, b = ipam("node-a"), ipam("node-b")
+    ip(a, "a1")
+    ip(b, "b1")
+    ip(a, "a2")
+    assert ipam("node-a").gc({("c-a2", "net1")}) == ["10.1.0.1"]
+    assert sorted(store.obj(POOLS, "10.1.0.0-24")["spec"]["allocations"]) == ["2", "3"]
+    assert ipam("node-a").gc(set()) == ["10.1.0.3"]
+    assert ipam("node-b").gc(set()) == ["10.1.0.2"]

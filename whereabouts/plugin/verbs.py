@@ -192,6 +192,9 @@ class IPAM:
         except CNIError:
             self._roll_back(owner, [a for a in done if a.new])
             raise
+        from whereabouts.plugin import ledger
+
+        ledger.note(self.config.node_lock_dir, self.config.name, owner.container_id, owner.ifname)
         return done
 
     def _add_range(self, rng: IPRange, owner: Allocation, want: Address | None) -> Assigned:
@@ -468,20 +471,25 @@ class IPAM:
         return self._release(layout.block(0), doomed)
 
     def gc(self, valid: set[tuple[str, str]]) -> list[str]:
-        """Free every allocation whose (container id, ifname) is not a valid attachment.
+        """Free every allocation made on this node whose (container id, ifname) is not a valid attachment.
 
-        With node slices or blocks, only in this node's pools: the runtime's list names the
-        attachments of this node only."""
+        The runtime's list names this node's attachments only, so only what this node noted
+        (`whereabouts.plugin.ledger`) is judged; with node slices or blocks, only in its own pools."""
+        from whereabouts.plugin import ledger
+
+        mine = ledger.noted(self.config.node_lock_dir, self.config.name)
         freed: list[str] = []
         errors: list[str] = []
         for rng in self.config.ranges:
             try:
-                freed += self._release_in_range(rng, lambda _, a: (a.container_id, a.ifname) not in valid,
-                                                everywhere=False)
+                freed += self._release_in_range(
+                    rng, lambda _, a: (a.container_id, a.ifname) in mine and (a.container_id, a.ifname) not in valid,
+                    everywhere=False)
             except CNIError as e:
                 errors.append(f"{rng.cidr}: {e.msg}")
         if errors:
             raise TryAgainLater(f"GC freed {len(freed)} address(es) but failed in: " + "; ".join(errors))
+        ledger.keep(self.config.node_lock_dir, self.config.name, valid)
         return freed
 
     # --- CHECK, STATUS -----------------------------------------------------------------
