@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 import urllib.request
@@ -699,7 +700,7 @@ def chart(rep: Report, path: Path) -> None:
         for e in entries:
             ends = sorted(end for _, end, rc in e["timeline"] if rc == 0)
             ax.plot(ends, range(1, len(ends) + 1), label=f"{e['mode']} ({e['wall']:.1f}s, {e['failures']} failed)")
-        ax.set_title(f"{scenario}: {rep.meta['scenarios'].get(scenario, '')}", fontsize=9)
+        ax.set_title(textwrap.fill(f"{scenario}: {rep.meta['scenarios'].get(scenario, '')}", 70), fontsize=9)
         ax.set_xlabel("s since start")
         ax.set_ylabel("ADDs done")
         if entries:
