@@ -47,5 +47,11 @@ def parse_hints(data: bytes) -> list[int]:
     return [i for i in value if isinstance(i, int) and not isinstance(i, bool) and i >= 0]
 
 
+def hint_order(served: int, mine: list[int]) -> list[int]:
+    """The node's blocks as the next ADD should read them: the one that served last first (it most
+    likely has room), then the others, so that a busy node's full blocks are not read on every ADD."""
+    return list(dict.fromkeys([served, *mine]))
+
+
 def format_hints(indexes: list[int]) -> bytes:
-    return json.dumps(sorted(set(indexes))).encode()
+    return json.dumps(indexes).encode()

@@ -219,11 +219,16 @@ class IPAM:
     def _add_affine(self, layout: Layout, owner: Allocation, lock: NodeLock) -> Assigned:
         """Allocate in this node's blocks (named by the lock file's note, checked against the store),
         else in the first of `fallbacks` that works out. No Lease: see `whereabouts.core.affinity`."""
-        from whereabouts.core.affinity import ADOPT, CLAIM, USE, Stored, fallbacks, format_hints, parse_hints
+        from whereabouts.core.affinity import ADOPT, CLAIM, USE, Stored, fallbacks, format_hints, hint_order, parse_hints
+
+        def note(served: int, mine: list[int]) -> None:
+            order = hint_order(served, mine)
+            if order != hints:
+                lock.set_note(format_hints(order))
 
         hints = parse_hints(lock.note())
         mine: list[int] = []
-        for i in hints:
+        for n, i in enumerate(hints):
             blk = layout.block(i)
             pool = self._read(blk, create=False)
             if pool is None or block_node(pool.raw) != self.node:
@@ -231,9 +236,11 @@ class IPAM:
             mine.append(i)
             if find_owned(pool.allocations, owner) is not None or _has_room(blk, pool):
                 try:
-                    return self._allocate(blk, owner, None, pool)
+                    assigned = self._allocate(blk, owner, None, pool)
                 except RangeExhausted:
                     continue
+                note(i, mine + hints[n + 1:])
+                return assigned
         tried = set(mine)
         stored: dict[int, Stored] = {}
         for blk, pool in self._existing_blocks(layout.rng):
@@ -262,8 +269,7 @@ class IPAM:
         else:
             raise RangeExhausted(f"no free address left in range {layout.rng.cidr} "
                                  f"({layout.count} blocks of {layout.block_size})")
-        if sorted(set(mine)) != hints:
-            lock.set_note(format_hints(mine))
+        note(assigned.blk.index, mine)
         return assigned
 
     def _adopt(self, blk: Block, layout: Layout) -> Pool | None:
