@@ -91,3 +91,15 @@ def test_malformed_kubeconfig(forms, netconf, tmp_path):
     bad.write_text("clusters: [unterminated")
     err = run(netconf({"kubernetes": {"kubeconfig": str(bad)}}), "ADD").error(7)
     assert str(bad) in err["msg"]
+
+
+@pytest.mark.parametrize("server, why", [
+    ("https://127.0.0.1:99999", "port '99999' is not a number from 1 to 65535"),
+    ("https://127.0.0.1:x", "port 'x' is not a number"),
+    ("https://[::1", "malformed [IPv6] host"),
+    ("https://:6443", "has no host"),
+])
+def test_a_server_url_that_cannot_be_used_is_a_config_error_that_names_it(cluster, netconf, tmp_path, server, why):
+    path = write_kubeconfig(tmp_path / "k", server, token="t")
+    err = run(netconf({"kubernetes": {"kubeconfig": str(path)}}), "ADD").error(7)
+    assert server in err["msg"] and why in err["msg"]

@@ -1,6 +1,6 @@
 """A lean HTTPS client for the few Kubernetes API calls one invocation makes.
 
-Our own HTTP/1.1 (`http1.py`) + `ssl` over one kept-alive connection, rather than
+Our own HTTP/1.1 (`http1.py`) + TLS (`transport.py`) over one kept-alive connection, rather than
 the official client, whose import alone costs more than a whole ADD (doc/design.md,
 *Start-up cost*). Every failure becomes a CNI error here: unreachable or overloaded servers are transient
 (code 11), refusals are I/O failures (code 5) that name what was refused.
@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import ssl
 import time
-import urllib.parse
 
 from whereabouts.errors import InvalidConfig, IOFailure, OutcomeUnknown, TryAgainLater
 from whereabouts.files import FileRefused, read_regular_file
 from whereabouts.k8s.http1 import Connection as HTTPConnection
+from whereabouts.k8s.transport import Context, SSLCertVerificationError, SSLError, client_context
+from whereabouts.k8s.urls import Server, quote
 from whereabouts.core.record import Record
 
 TYPE_CHECKING = False
@@ -49,30 +49,24 @@ def _pem_path(data: bytes, name: str) -> str:
     return f"/proc/self/fd/{fd}"
 
 
-def ssl_context(conn: ClusterAccess) -> ssl.SSLContext:
+def ssl_context(conn: ClusterAccess) -> Context:
     """TLS as the kubeconfig says. Its files are read as regular files of bounded size (see files.py)
-    and handed to `ssl` as data, so that a FIFO or a device named there cannot block or exhaust us."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    and handed to TLS as data, so that a FIFO or a device named there cannot block or exhaust us."""
     try:
-        if conn.insecure:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        elif conn.ca_data:
-            ctx.load_verify_locations(cadata=conn.ca_data)
+        ca_pem = None
+        if conn.ca_data:
+            ca_pem = conn.ca_data
         elif conn.ca_file:
-            ctx.load_verify_locations(cadata=read_regular_file(conn.ca_file).decode("ascii", "replace"))
-        else:
-            ctx.load_default_certs()
+            ca_pem = read_regular_file(conn.ca_file).decode("ascii", "replace")
         cert_data = read_regular_file(conn.cert_file) if conn.cert_file else conn.cert_data
         key_data = read_regular_file(conn.key_file) if conn.key_file else conn.key_data
-        if cert_data:
-            ctx.load_cert_chain(_pem_path(cert_data, "client-cert"),
-                                _pem_path(key_data, "client-key") if key_data else None)
+        return client_context(insecure=conn.insecure, ca_pem=ca_pem,
+                              cert_path=_pem_path(cert_data, "client-cert") if cert_data else None,
+                              key_path=_pem_path(key_data, "client-key") if cert_data and key_data else None)
     except FileRefused as e:
         raise InvalidConfig(f"the TLS material named in the kubeconfig cannot be used: {e}") from None
-    except (OSError, ssl.SSLError) as e:
+    except (OSError, SSLError) as e:
         raise IOFailure(f"cannot load the TLS material named in the kubeconfig: {e}") from None
-    return ctx
 
 
 class KubeAPI:
@@ -82,11 +76,8 @@ class KubeAPI:
         self.conn = conn
         self.namespace = conn.namespace
         self.deadline = deadline
-        url = urllib.parse.urlsplit(conn.server)
-        self._https = url.scheme == "https"
-        self._host = url.hostname or "localhost"
-        self._port = url.port
-        self._prefix = url.path.rstrip("/")
+        url = Server(conn.server)
+        self._https, self._host, self._port, self._prefix = url.https, url.host, url.port, url.prefix
         self._ssl = ssl_context(conn) if self._https else None
         token = conn.bearer_token()
         self._headers = {"Accept": "application/json", "User-Agent": "whereabouts-cni"}
@@ -145,7 +136,7 @@ class KubeAPI:
                 self._http.request(method, self._prefix + path, payload, headers)
                 resp = self._http.response()
                 data = self._http.read()
-            except ssl.SSLCertVerificationError as e:
+            except SSLCertVerificationError as e:
                 self.close()
                 raise IOFailure(f"TLS verification of {self.conn.server} failed: {e.verify_message}") from None
             except TimeoutError:
@@ -243,12 +234,8 @@ class KubeAPI:
 
     def _path(self, api: str, plural: str, name: str) -> str:
         """A resource path with namespace and name percent-encoded: neither can break the request line."""
-        base = f"{api}/namespaces/{_quote(self.namespace)}/{plural}"
-        return f"{base}/{_quote(name)}" if name else base
-
-
-def _quote(segment: str) -> str:
-    return urllib.parse.quote(segment, safe="")
+        base = f"{api}/namespaces/{quote(self.namespace)}/{plural}"
+        return f"{base}/{quote(name)}" if name else base
 
 
 class Watch:

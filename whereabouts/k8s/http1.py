@@ -1,16 +1,20 @@
 """The HTTP/1.1 this plugin speaks to the API server, on a plain or TLS socket.
 
 Not `http.client`, whose import loads the `email` package on every pod attach (the
-start-up table in doc/design.md has the figures). The API server needs little: a request with an optional JSON body,
+start-up table in doc/design.md has the figures); the bytes go through `transport.py`. The API server needs little: a request with an optional JSON body,
 and a response framed by Content-Length, chunked transfer coding, or the end of
 the connection. Anything else is a `ProtocolError`.
 """
 
 from __future__ import annotations
 
-import socket
-import ssl
 import time
+
+from whereabouts.k8s.transport import Context, TLSStream, tcp_connect
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_LINE = 65536  # status and header lines
 MAX_HEADERS = 200
@@ -53,19 +57,18 @@ class ResponseHead:
 class Connection:
     """One connection: request, then read that request's response, then the next request."""
 
-    def __init__(self, host: str, port: int | None, *, context: ssl.SSLContext | None, sni: str,
+    def __init__(self, host: str, port: int | None, *, context: Context | None, sni: str,
                  deadline: float) -> None:
         default = 443 if context is not None else 80
         self.host, self.port = host, port or default
         name = f"[{host}]" if ":" in host else host
         self._host_header = name if self.port == default else f"{name}:{self.port}"
-        self.sock: socket.socket | ssl.SSLSocket | None = None
+        self.sock: Any = None  # a connected `_socket.socket` or a TLSStream over one
         self.deadline = deadline  # monotonic: no connect, send or read of this connection goes past it
-        raw = socket.create_connection((host, self.port), self._left())
+        raw = tcp_connect(host, self.port, self._left())
         try:
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             raw.settimeout(self._left())  # the TLS handshake too
-            self.sock = context.wrap_socket(raw, server_hostname=sni or host) if context is not None else raw
+            self.sock = TLSStream(context, raw, sni or host) if context is not None else raw
         except BaseException:
             raw.close()
             raise
@@ -91,7 +94,7 @@ class Connection:
 
         if self.sock is None:
             return True
-        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+        if isinstance(self.sock, TLSStream) and self.sock.pending():
             return True
         readable, _, _ = select.select([self.sock], [], [], 0)
         return bool(readable)

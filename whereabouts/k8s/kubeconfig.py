@@ -8,7 +8,6 @@ client's loader, imported only for them (its import cost is in doc/design.md).
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 
@@ -85,6 +84,8 @@ def _entry(data: dict[str, Any], section: str, name: str, path: str) -> dict[str
 
 def _decode_data(value: Any, what: str, path: str) -> bytes:
     """A `-data` field; one that decodes to nothing is an error, never a fallback to a default."""
+    import base64  # only kubeconfigs with inline `-data` pay for it
+
     try:
         data = base64.b64decode(value, validate=False)
     except (ValueError, TypeError):

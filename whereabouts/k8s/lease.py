@@ -18,10 +18,10 @@ from __future__ import annotations
 import _thread
 import math
 import time
-import urllib.parse
 
 from whereabouts.errors import IOFailure, OutcomeUnknown, TryAgainLater
 from whereabouts.k8s.store import dig
+from whereabouts.k8s.urls import quote
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -230,7 +230,7 @@ class LeaseLock:
         return False
 
     def _watch(self, rv: str | None) -> Watch:
-        selector = urllib.parse.quote(f"metadata.name={self.name}")
+        selector = quote(f"metadata.name={self.name}")
         path = f"{self.api.lease_path()}?fieldSelector={selector}&resourceVersion={rv}"
         return self.api.watch(path, max(0.05, self.deadline - time.monotonic()))
 

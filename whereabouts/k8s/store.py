@@ -10,9 +10,8 @@ answer was lost raises `OutcomeUnknown`: the caller reads again, never resends b
 
 from __future__ import annotations
 
-import urllib.parse
-
 from whereabouts.errors import IOFailure
+from whereabouts.k8s.urls import quote
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -88,7 +87,7 @@ class HTTPStore(Store):
     def list(self, plural: str, label_selector: str = "") -> list[dict[str, Any]]:
         path = self.api.custom_path(plural)
         if label_selector:
-            path += "?labelSelector=" + urllib.parse.quote(label_selector)
+            path += "?labelSelector=" + quote(label_selector)
         resp = self.api.request("GET", path)
         items = resp.body.get("items") if resp.status == 200 else []
         if not isinstance(items, list):

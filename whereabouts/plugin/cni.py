@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import sys
 import time
 
@@ -218,7 +217,7 @@ def execute(inv: Invocation, log_holder: list[Any], started: float) -> dict[str,
     if config.node_slice_prefix or config.block_size:
         node = node_name(inv.env, config.nodename_dirs)  # the key of its slice and blocks: must be known
     else:
-        node = inv.env.get("NODENAME") or socket.gethostname()  # only names the Lease holder
+        node = inv.env.get("NODENAME") or os.uname().nodename  # only names the Lease holder
     identity = f"{node}/{os.getpid()}/{inv.container_id[:12] or inv.command.lower()}"
 
     def lease(name: str) -> LeaseLock:
