@@ -2,7 +2,10 @@
 
 import ipaddress
 
+import re
+
 import pytest
+from hypothesis import given, strategies as st
 
 from whereabouts.errors import CorruptPool
 from whereabouts.core.pool import (Allocation, decode_pool, is_dns_subdomain, lease_name, new_pool_object, pool_name,
@@ -72,3 +75,15 @@ def test_corrupt_pools_are_refused(obj):
 def test_missing_allocations_map_is_an_empty_pool():
     pool = decode_pool({"metadata": {"name": "p"}, "spec": {"range": "10.0.0.0/24"}}, "10.0.0.0/24")
     assert pool.taken == set()
+
+
+_SUBDOMAIN_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+@given(st.text(alphabet="ab9-.\nZ_é", max_size=70))
+def test_dns_names_are_checked_as_the_kubernetes_patterns_say(text):
+    from whereabouts.core.pool import is_dns_label
+
+    assert is_dns_subdomain(text) == (len(text) <= 253 and bool(_SUBDOMAIN_RE.fullmatch(text)))
+    assert is_dns_label(text) == bool(_LABEL_RE.fullmatch(text))

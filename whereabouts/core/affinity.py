@@ -10,8 +10,7 @@ own with room, an unclaimed stored block with room (adopted), a block nobody cre
 
 from __future__ import annotations
 
-import json
-
+from whereabouts import jsontext
 from whereabouts.core.record import Record
 
 USE, ADOPT, CLAIM = "use", "adopt", "claim"
@@ -39,7 +38,7 @@ def fallbacks(count: int, stored: dict[int, Stored], node: str, tried: set[int])
 def parse_hints(data: bytes) -> list[int]:
     """The node's own block indexes as last noted; [] for a missing or damaged note."""
     try:
-        value = json.loads(data or b"[]")
+        value = jsontext.loads(data or b"[]")
     except ValueError:
         return []
     if not isinstance(value, list):
@@ -54,4 +53,4 @@ def hint_order(served: int, mine: list[int]) -> list[int]:
 
 
 def format_hints(indexes: list[int]) -> bytes:
-    return json.dumps(indexes).encode()
+    return jsontext.dumps(indexes).encode()

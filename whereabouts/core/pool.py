@@ -8,7 +8,6 @@ addresses beginning with `::`), a `0` is put in front so that the name is valid.
 
 from __future__ import annotations
 
-import re
 
 from whereabouts.errors import CorruptPool
 from whereabouts.core.record import Record
@@ -24,11 +23,18 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 LEASE_PREFIX = "whereabouts-"
 
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def is_dns_label(text: str, max_length: int = 63) -> bool:
+    """Lower-case letters, digits and '-', beginning and ending with a letter or digit (DNS-1123).
+    Plain string tests, not `re`: its import is paid on every pod attach (doc/design.md)."""
+    return 0 < len(text) <= max_length and text[0] != "-" and text[-1] != "-" and _LABEL_CHARS.issuperset(text)
 
 
 def is_dns_subdomain(name: str) -> bool:
-    return len(name) <= 253 and bool(_DNS_SUBDOMAIN.match(name))
+    """A Kubernetes object name: dot-separated DNS-1123 labels, 253 characters at most."""
+    return len(name) <= 253 and all(is_dns_label(part, 253) for part in name.split("."))
 
 
 def normalize_range(text: str) -> str:

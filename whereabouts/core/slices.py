@@ -10,8 +10,8 @@ of slices and the encoding are the Go plugin's, so both plugins and both control
 from __future__ import annotations
 
 import ipaddress
-import json
 
+from whereabouts import jsontext
 from whereabouts.core.pool import is_dns_subdomain, normalize_range, with_network
 from whereabouts.core.record import Record
 
@@ -231,7 +231,7 @@ def annotated_owners(obj: dict[str, Any]) -> dict[str, str]:
     """uid -> `namespace/name` of the NADs recorded in OWNERS_ANNOTATION ({} when absent or unreadable)."""
     text = ((obj.get("metadata") or {}).get("annotations") or {}).get(OWNERS_ANNOTATION)
     try:
-        value = json.loads(text) if isinstance(text, str) else {}
+        value = jsontext.loads(text) if isinstance(text, str) else {}
     except ValueError:
         return {}
     return {k: v for k, v in value.items() if isinstance(v, str)} if isinstance(value, dict) else {}

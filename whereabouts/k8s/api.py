@@ -8,10 +8,10 @@ the official client, whose import alone costs more than a whole ADD (doc/design.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
+from whereabouts import jsontext
 from whereabouts.errors import InvalidConfig, IOFailure, OutcomeUnknown, TryAgainLater
 from whereabouts.files import FileRefused, read_regular_file
 from whereabouts.k8s.http1 import Connection as HTTPConnection
@@ -112,7 +112,7 @@ class KubeAPI:
         A request that times out marks the server unreachable, so that the requests that would
         follow in this invocation fail at once instead of each waiting out its own timeout.
         """
-        payload = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
+        payload = jsontext.dumps(body, compact=True).encode() if body is not None else None
         headers = dict(self._headers)
         if payload is not None:
             headers["Content-Type"] = "application/json"
@@ -170,7 +170,7 @@ class KubeAPI:
     def _check(self, method: str, path: str, status: int, data: bytes) -> Response:
         what = f"{method} {path}"
         try:
-            body = json.loads(data) if data else {}
+            body = jsontext.loads(data) if data else {}
         except (ValueError, RecursionError):
             body = None
         if 200 <= status < 300 and not isinstance(body, dict):
@@ -255,7 +255,7 @@ class Watch:
         try:
             self._conn.deadline = until
             line = self._conn.readline()
-            event = json.loads(line) if line else None
+            event = jsontext.loads(line) if line else None
         except (OSError, ValueError, RecursionError):
             event = None
         if not isinstance(event, dict):

@@ -8,9 +8,9 @@ client's loader, imported only for them (its import cost is in doc/design.md).
 
 from __future__ import annotations
 
-import json
 import os
 
+from whereabouts import jsontext
 from whereabouts.errors import InvalidConfig, TryAgainLater
 from whereabouts.files import FileRefused, read_regular_file
 from whereabouts.core.record import Record
@@ -61,7 +61,7 @@ class ClusterAccess(Record):
 def _parse(text: str, path: str) -> dict[str, Any]:
     try:
         if text.lstrip().startswith("{"):
-            data = json.loads(text)
+            data = jsontext.loads(text)
         else:
             import yaml
 
@@ -100,7 +100,7 @@ def _bool(value: Any, what: str, path: str) -> bool:
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise InvalidConfig(f"kubeconfig {path}: {what} must be true or false, not {json.dumps(value)[:40]}")
+        raise InvalidConfig(f"kubeconfig {path}: {what} must be true or false, not {jsontext.dumps(value)[:40]}")
     return value
 
 

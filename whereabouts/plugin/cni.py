@@ -6,12 +6,11 @@ codes. Imports are deferred so that VERSION never loads HTTP or Kubernetes code.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import sys
 import time
 
+from whereabouts import jsontext
 from whereabouts.errors import CNIError, DecodeFailure, IncompatibleVersion, InvalidConfig, InvalidEnvironment
 
 TYPE_CHECKING = False
@@ -24,9 +23,13 @@ COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")
 INTERNAL_ERROR = 110
 MAX_STDIN = 4 << 20
 MAX_CONTAINER_ID = 256  # runtimes use 64 hex digits; the id is stored in every allocation it holds
-_CONTAINER_ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
-# Kubernetes names: a namespace is a DNS-1123 label, a pod name a DNS-1123 subdomain.
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_CONTAINER_ID_CHARS = _ALNUM | frozenset("_.-")
+
+
+def _is_container_id(text: str) -> bool:
+    """Letters, digits, '_', '.' and '-', beginning with a letter or digit (ASCII only)."""
+    return bool(text) and text[0] in _ALNUM and _CONTAINER_ID_CHARS.issuperset(text)
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -57,7 +60,7 @@ class Invocation:
         if len(stdin) > MAX_STDIN:
             raise DecodeFailure(f"network config on stdin is larger than {MAX_STDIN} bytes")
         try:
-            conf = json.loads(stdin)
+            conf = jsontext.loads(stdin)
         except (ValueError, UnicodeDecodeError) as e:
             raise DecodeFailure(f"cannot decode the network config on stdin: {e}") from None
         except RecursionError:
@@ -79,7 +82,7 @@ class Invocation:
             if not self.env.get(f"CNI_{name}"):
                 raise InvalidEnvironment(f"required env variable CNI_{name} is missing")
         if "CONTAINERID" in needs and (len(self.container_id) > MAX_CONTAINER_ID
-                                       or not _CONTAINER_ID.fullmatch(self.container_id)):
+                                       or not _is_container_id(self.container_id)):
             raise InvalidEnvironment(f"CNI_CONTAINERID={self.container_id[:80]!r} is not a valid container id "
                                      f"(letters, digits, '_', '.', '-', at most {MAX_CONTAINER_ID})")
         if "IFNAME" in needs:
@@ -147,9 +150,12 @@ def pod_ref(cni_args: dict[str, str], strict: bool) -> str:
         return ""
     if not strict:
         return f"{namespace}/{name}"
-    if not _DNS_LABEL.fullmatch(namespace):
+    from whereabouts.core.pool import is_dns_label
+
+    # Kubernetes names: a namespace is a DNS-1123 label, a pod name a DNS-1123 subdomain.
+    if not is_dns_label(namespace):
         raise InvalidEnvironment(f"CNI_ARGS K8S_POD_NAMESPACE={namespace[:80]!r} is not a Kubernetes namespace name")
-    if len(name) > 253 or not all(_DNS_LABEL.fullmatch(part) for part in name.split(".")):
+    if len(name) > 253 or not all(is_dns_label(part) for part in name.split(".")):
         raise InvalidEnvironment(f"CNI_ARGS K8S_POD_NAME={name[:80]!r} is not a Kubernetes pod name")
     return f"{namespace}/{name}"
 
@@ -272,20 +278,20 @@ def run(env: dict[str, str], stdin: bytes, out: TextIO) -> int:
         version = inv.cni_version
         result = execute(inv, logs, started)
         if result is not None:
-            out.write(json.dumps(result) + "\n")
+            out.write(jsontext.dumps(result) + "\n")
         return 0
     except CNIError as e:
         for log in logs:
             log.error("done", outcome="error", code=e.code, error=e.msg,
                       duration=round(time.monotonic() - started, 4))
-        out.write(json.dumps(error_result(version, e.code, e.msg, e.details)) + "\n")
+        out.write(jsontext.dumps(error_result(version, e.code, e.msg, e.details)) + "\n")
         return 1
     except Exception as e:  # noqa: BLE001 - the runtime must get a CNI error, never a traceback
         import traceback
 
         for log in logs:
             log.error("done", outcome="internal error", error=repr(e), traceback=traceback.format_exc())
-        out.write(json.dumps(error_result(version, INTERNAL_ERROR, f"internal error: {type(e).__name__}: {e}")) + "\n")
+        out.write(jsontext.dumps(error_result(version, INTERNAL_ERROR, f"internal error: {type(e).__name__}: {e}")) + "\n")
         return 1
 
 

@@ -9,9 +9,9 @@ ignores them, so configs written for it keep working.
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 
+from whereabouts import jsontext
 from whereabouts.errors import InvalidConfig, InvalidEnvironment
 from whereabouts.files import find_flat_file, read_regular_file
 from whereabouts.core.pool import is_dns_subdomain
@@ -90,7 +90,7 @@ def parse_cni_args(raw: str) -> dict[str, str]:
 
 def read_flat_file(path: str) -> dict[str, Any]:
     try:
-        data = json.loads(read_regular_file(path))
+        data = jsontext.loads(read_regular_file(path))
     except OSError as e:
         raise InvalidConfig(f"cannot read flat config file {path}: {e.strerror}") from None
     except (ValueError, RecursionError) as e:
@@ -122,7 +122,7 @@ def merge_flat(inline: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
 
 
 def _bad(key: str, value: Any, why: str) -> InvalidConfig:
-    return InvalidConfig(f"invalid ipam config: {key}={json.dumps(value)[:200]}: {why}")
+    return InvalidConfig(f"invalid ipam config: {key}={jsontext.dumps(value)[:200]}: {why}")
 
 
 def _opt_str(conf: dict[str, Any], key: str, default: str = "") -> str:

@@ -12,9 +12,9 @@ that races an append may drop it.
 
 from __future__ import annotations
 
-import json
 import os
 
+from whereabouts import jsontext
 from whereabouts.files import read_regular_file
 
 # Past this size the oldest half is dropped at the next ADD (a runtime that never sends GC).
@@ -33,7 +33,7 @@ def _path(directory: str, network: str) -> str:
 
 def note(directory: str, network: str, container_id: str, ifname: str) -> None:
     """Append one allocation (best effort: a node without its lock directory just GCs nothing)."""
-    line = (json.dumps([container_id, ifname]) + "\n").encode()
+    line = (jsontext.dumps([container_id, ifname]) + "\n").encode()
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         fd = os.open(_path(directory, network), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -59,7 +59,7 @@ def _read(directory: str, network: str) -> list[Noted]:
     out: list[Noted] = []
     for line in data.splitlines():
         try:
-            entry = json.loads(line)
+            entry = jsontext.loads(line)
         except ValueError:
             continue  # a line cut short by a crash
         if isinstance(entry, list) and len(entry) == 2 and all(isinstance(x, str) for x in entry):
@@ -82,7 +82,7 @@ def _rewrite(directory: str, network: str, entries: list[Noted]) -> None:
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, b"".join((json.dumps(list(e)) + "\n").encode() for e in dict.fromkeys(entries)))
+            os.write(fd, b"".join((jsontext.dumps(list(e)) + "\n").encode() for e in dict.fromkeys(entries)))
         finally:
             os.close(fd)
         os.replace(tmp, path)

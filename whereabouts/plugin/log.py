@@ -9,11 +9,11 @@ Callers pass plain fields; no token, key or certificate is ever handed to a log.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 
+from whereabouts import jsontext
 from whereabouts.files import open_append
 
 TYPE_CHECKING = False
@@ -57,7 +57,7 @@ class FileLog(Log):
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
         line = {**self._bound, **fields, "event": event, "level": level, "timestamp": stamp}
         try:
-            self._file.write(json.dumps(line, default=repr, ensure_ascii=False) + "\n")
+            self._file.write(jsontext.dumps(line, default=repr, ensure_ascii=False) + "\n")
         except (OSError, ValueError):
             pass
 
