@@ -17,7 +17,8 @@ import subprocess
 import sys
 
 CANDIDATES = ["kubernetes.client", "kubernetes.config", "structlog", "filelock", "netaddr", "yaml", "http.client",
-              "email.parser", "dataclasses", "typing", "ssl", "json", "socket"]
+              "email.parser", "dataclasses", "typing", "ssl", "socket", "_ssl, _socket", "json", "_json",
+              "re", "urllib.parse", "encodings.idna", "base64", "ipaddress"]
 OURS = {
     "whereabouts (VERSION path)": "whereabouts.plugin.cni",
     "whereabouts (ADD path)": "whereabouts.plugin.cni, whereabouts.plugin.config, whereabouts.plugin.verbs, "

@@ -126,8 +126,10 @@ def cluster_env() -> tuple[dict[str, str], bool]:
 
 
 def our_plugin(rev: str | None = None) -> list[str]:
-    """Our plugin from a regular (non-editable) install, as a node would have it: this checkout,
-    or with `rev` that git revision (for before/after figures in one run)."""
+    """Our plugin as a node has it: the single folder `hack/build.sh` makes (what the image ships),
+    of this checkout or, with `rev`, of that git revision (for before/after figures in one run),
+    built from a regular (non-editable) install. A revision without hack/build.sh runs from the
+    install's console script."""
     venv = ROOT / "build" / ("bench-venv" if rev is None else "bench-baseline-venv")
     if not (venv / "bin" / "python").exists():
         say(f"creating {venv.relative_to(ROOT)}")
@@ -146,7 +148,15 @@ def our_plugin(rev: str | None = None) -> list[str]:
     # A node needs no setuptools, whose .pth hook would run at every start.
     subprocess.run([str(venv / "bin" / "pip"), "uninstall", "-q", "-y", "setuptools"], cwd=ROOT,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return [str(venv / "bin" / "whereabouts")]
+    if not (src / "hack" / "build.sh").exists():
+        return [str(venv / "bin" / "whereabouts")]
+    say(f"building the single folder of {'this checkout' if rev is None else rev} (hack/build.sh)")
+    proc = subprocess.run(["bash", str(src / "hack" / "build.sh"), "--no-bench"], cwd=src,
+                          env={**os.environ, "PYTHON": str(venv / "bin" / "python")},
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"[bench] hack/build.sh failed:\n{proc.stderr[-2000:]}")
+    return [str(src / "dist" / "cni-bin" / "whereabouts")]
 
 
 def go_plugin() -> tuple[list[str], str]:

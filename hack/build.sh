@@ -94,7 +94,10 @@ a = Analysis(
     hiddenimports=collect_submodules("whereabouts"),
     # Test tooling that a developer venv may hold, and ctypes: nothing we run
     # needs it, and when bundled PyInstaller's bootstrap imports it on every start.
-    excludes=["ctypes", "tkinter", "hypothesis", "pytest", "_pytest", "pytest_mock", "pygments"],
+    # setuptools too: when it is in the graph (a build venv has it), PyInstaller's run-time hook
+    # imports it on every start, ~100 ms; nothing at run time needs it.
+    excludes=["ctypes", "tkinter", "hypothesis", "pytest", "_pytest", "pytest_mock", "pygments",
+              "setuptools", "pkg_resources", "_distutils_hack", "distutils"],
     # Modules as plain .pyc files in _internal/ rather than in one compressed
     # archive: nothing to decompress at import, which makes VERSION ~15 ms and
     # ADD ~40 ms faster (the folder grows from ~34 to ~60 MB).
@@ -106,7 +109,7 @@ a = Analysis(
 # every start (inspect, zipfile, multiprocessing.*). None of what they patch is
 # used: no inspect.getsource, no pkgutil.iter_modules over our bundle, no
 # multiprocessing child processes (the official client only asks for cpu_count).
-DROP = {"pyi_rth_inspect", "pyi_rth_pkgutil", "pyi_rth_multiprocessing"}
+DROP = {"pyi_rth_inspect", "pyi_rth_pkgutil", "pyi_rth_multiprocessing", "pyi_rth_setuptools", "pyi_rth_pkgres"}
 a.scripts = [s for s in a.scripts if s[0] not in DROP]
 pyz = PYZ(a.pure)
 exe = EXE(pyz, a.scripts, [], exclude_binaries=True, name="whereabouts", debug=False,

@@ -66,6 +66,8 @@ def test_the_bundle_holds_no_test_tooling_and_no_python_launcher(bundle):
     assert (internal / "whereabouts" / "plugin" / "cni.pyc").exists() and list(internal.glob("libpython3*"))
     names = {p.name for p in internal.iterdir()}
     assert not {"hypothesis", "pytest", "_pytest"} & names
+    # setuptools in the bundle brings PyInstaller's run-time hook that imports it on every start (~100 ms)
+    assert not {"setuptools", "pkg_resources", "_distutils_hack"} & names
     # No interpreter executable is shipped: the bootloader embeds libpython.
     assert not [p for p in FOLDER.rglob("python*") if p.is_file() and os.access(p, os.X_OK)
                 and not p.name.startswith("libpython")]
