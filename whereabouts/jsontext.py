@@ -41,7 +41,9 @@ def loads(data: str | bytes | bytearray) -> Any:
         value, end = _scan(text, start)
         if end == len(text) or not text[end:].strip(_WHITESPACE):
             return value
-    except (ValueError, StopIteration):
+    except (ValueError, StopIteration, SystemError):
+        # SystemError: on a syntax error, Python 3.11's scanner looks for json.decoder's exception
+        # class in sys.modules and fails without an exception when json was never imported.
         pass
     import json
 

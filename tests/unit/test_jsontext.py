@@ -66,3 +66,29 @@ def test_unserializable_values_raise_as_json_does():
     with pytest.raises(TypeError, match="Object of type set is not JSON serializable"):
         jsontext.dumps({1})
     assert jsontext.dumps({"a": {1}}, default=repr) == json.dumps({"a": {1}}, default=repr)
+
+
+def test_in_a_process_that_never_imported_json_errors_are_still_jsons():
+    """The plugin's process never imports json; the C scanner's error path must still give json's error."""
+    import subprocess
+    import sys
+
+    root = str(__import__("pathlib").Path(__file__).resolve().parents[2])
+    code = (f"import sys; sys.path.insert(0, {root!r}); from whereabouts import jsontext\n"
+            "assert jsontext.loads(b' {\"a\": [1, 2.5, null]} ') == {'a': [1, 2.5, None]}\n"
+            "assert jsontext.dumps({'a': 1}) == '{\"a\": 1}'\n"
+            "assert 'json' not in sys.modules and 're' not in sys.modules\n"
+            "for bad in (b'{\"cniVersion\": \"1.0.0\"', b'[1,]', b'not json', b'\\xff\\xfe'):\n"
+            "    try:\n"
+            "        jsontext.loads(bad)\n"
+            "    except ValueError as e:\n"
+            "        print(type(e).__name__, e)\n")
+    proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True)  # -S: no site
+    assert proc.returncode == 0, proc.stderr
+    expected = []
+    for bad in (b'{"cniVersion": "1.0.0"', b"[1,]", b"not json", b"\xff\xfe"):
+        try:
+            json.loads(bad)
+        except ValueError as e:
+            expected.append(f"{type(e).__name__} {e}")
+    assert proc.stdout.splitlines() == expected

@@ -212,7 +212,6 @@ def execute(inv: Invocation, log_holder: list[Any], started: float) -> dict[str,
     from whereabouts.plugin.verbs import IPAM
     from whereabouts.k8s.api import KubeAPI
     from whereabouts.core.pool import Allocation
-    from whereabouts.k8s.lease import LeaseLock
     from whereabouts.k8s.store import HTTPStore
 
     matched = match_requests(config.ranges, requested, request_source) if requested else {}
@@ -227,6 +226,8 @@ def execute(inv: Invocation, log_holder: list[Any], started: float) -> dict[str,
     identity = f"{node}/{os.getpid()}/{inv.container_id[:12] or inv.command.lower()}"
 
     def lease(name: str) -> LeaseLock:
+        from whereabouts.k8s.lease import LeaseLock  # node-affine blocks take no Lease: no import either
+
         return LeaseLock(api, name, identity, config.lease_duration_ms, deadline, config.retry_period_ms,
                          config.renew_deadline_ms)
 

@@ -13,7 +13,6 @@ Ordering rules that keep pools and reservations consistent under any failure:
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 
 from whereabouts.core.allocator import lowest_free, next_step
 from whereabouts.core.blocks import BLOCK_OF_LABEL, Block, Layout, block_node, carve
@@ -29,7 +28,7 @@ from whereabouts.plugin.nodelock import NodeLock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from whereabouts.core.ranges import Address, IPRange
     from whereabouts.k8s.lease import LeaseLock
@@ -96,31 +95,10 @@ class IPAM:
             return SHARED_LEASE
         return lease_name(blk.name)
 
-    @contextmanager
-    def locked(self, name: str, lease_name: str | None) -> Iterator[NodeLock]:
-        """The node-local lock `name`, then (unless None: node-affine blocks need none) the Lease."""
-        node = NodeLock(self.config.node_lock_dir, name, self.deadline)
-        node_held = node.acquire()
-        try:
-            if lease_name is None:
-                self.stats.lock_wait += node.waited
-                self.log.debug("lock", pool=name, node_lock=node_held, node_wait=round(node.waited, 4))
-                yield node
-                return
-            lease = self.leases(lease_name)
-            lease.acquire()
-            self.stats.lock_wait += node.waited + lease.waited
-            self.log.debug("lock", pool=name, lease=lease.name, node_lock=node_held,
-                           node_wait=round(node.waited, 4), lease_wait=round(lease.waited, 4),
-                           lease_attempts=lease.attempts)
-            try:
-                yield node
-            finally:
-                lease.release()
-                if lease.renewals:
-                    self.log.debug("lease renewed", lease=lease.name, renewals=lease.renewals)
-        finally:
-            node.release()
+    def locked(self, name: str, lease_name: str | None) -> Locked:
+        """`with ipam.locked(...) as node_lock`: the node-local lock `name`, then (unless None:
+        node-affine blocks need none) the Lease."""
+        return Locked(self, name, lease_name)
 
     def node_slice(self, rng: IPRange) -> Block | None:
         """This node's slice of the range, as the NodeSlicePool's status says (read once per call)."""
@@ -165,7 +143,8 @@ class IPAM:
         return Layout(rng, self.config.network_name, self.config.block_size)
 
     def _read(self, blk: Block, create: bool) -> Pool | None:
-        return self.pools.read_pool(blk.name, blk.local.cidr, create, self.layout(blk.parent).metadata())
+        return self.pools.read_pool(blk.name, blk.local.cidr, create,
+                                    self.layout(blk.parent).metadata() if create else None)
 
     def _existing_blocks(self, rng: IPRange) -> list[tuple[Block, Pool]]:
         """Every stored pool of a range with its block (one GET, or one LIST for a sharded range)."""
@@ -228,18 +207,29 @@ class IPAM:
 
         hints = parse_hints(lock.note())
         mine: list[int] = []
-        for n, i in enumerate(hints):
+        dropped: set[int] = set()
+        candidates: list[tuple[Block, Pool]] = []
+        # Every own block is read: the owner may hold an address in any of them (an idempotent ADD
+        # must find it), so the note's order only decides where a new address goes: the block that
+        # served last, which most likely has room.
+        for i in hints:
             blk = layout.block(i)
             pool = self._read(blk, create=False)
             if pool is None or block_node(pool.raw) != self.node:
-                continue  # released, or never ours: the listing below tells the truth
+                dropped.add(i)  # released, or never ours: the listing below tells the truth
+                continue
             mine.append(i)
+            if find_owned(pool.allocations, owner) is not None:
+                candidates = [(blk, pool)]
+                break
+            candidates.append((blk, pool))
+        for blk, pool in candidates:
             if find_owned(pool.allocations, owner) is not None or _has_room(blk, pool):
                 try:
                     assigned = self._allocate(blk, owner, None, pool)
                 except RangeExhausted:
                     continue
-                note(i, mine + hints[n + 1:])
+                note(blk.index, [h for h in hints if h not in dropped])
                 return assigned
         tried = set(mine)
         stored: dict[int, Stored] = {}
@@ -532,6 +522,49 @@ class IPAM:
             stored = {blk.name: pool for blk, pool in self._existing_blocks(rng)}
             if not any(_has_room(blk, stored.get(blk.name)) for blk in self.layout(rng).blocks()):
                 raise RangeExhausted(f"no free address left in range {rng.cidr}")
+
+
+class Locked:
+    """The locks of one pool, taken on entry and released in reverse on exit (a class rather than
+    `contextlib.contextmanager`, whose import every pod attach would pay)."""
+
+    def __init__(self, ipam: IPAM, name: str, lease_name: str | None) -> None:
+        self.ipam, self.name, self.lease_name = ipam, name, lease_name
+        self.node: NodeLock | None = None
+        self.lease: LeaseLock | None = None
+
+    def __enter__(self) -> NodeLock:
+        ipam = self.ipam
+        node = NodeLock(ipam.config.node_lock_dir, self.name, ipam.deadline)
+        node_held = node.acquire()
+        try:
+            if self.lease_name is None:
+                ipam.stats.lock_wait += node.waited
+                ipam.log.debug("lock", pool=self.name, node_lock=node_held, node_wait=round(node.waited, 4))
+            else:
+                lease = ipam.leases(self.lease_name)
+                lease.acquire()
+                self.lease = lease
+                ipam.stats.lock_wait += node.waited + lease.waited
+                ipam.log.debug("lock", pool=self.name, lease=lease.name, node_lock=node_held,
+                               node_wait=round(node.waited, 4), lease_wait=round(lease.waited, 4),
+                               lease_attempts=lease.attempts)
+        except BaseException:
+            node.release()
+            raise
+        self.node = node
+        return node
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.node is not None
+        try:
+            if self.lease is not None:
+                self.lease.release()
+                if self.lease.renewals:
+                    self.ipam.log.debug("lease renewed", lease=self.lease.name, renewals=self.lease.renewals)
+        finally:
+            self.node.release()
+            self.node = self.lease = None
 
 
 def _has_room(blk: Block, pool: Pool | None) -> bool:
