@@ -9,8 +9,9 @@ Modes: go-default (the Go plugin, one pool and one Lease per range), go-fast (th
 `node_slice_size`, its nodeslicecontroller running), ours-default, ours-slices (ours with
 `node_slice_size`, our `whereabouts node-slices` controller running) and ours-blocks (`block_size: 32`).
 Scenarios: single (cold ADD / DEL one at a time), burst (many ADDs from 10 nodes, 10 at a time per node),
-pods (Go issue #313: pods of 16 interfaces, each pod's ADDs in sequence), scale (a /16 pre-filled) and
-memory. Plugins run as a runtime runs them (a cold process per call, CNI_* env, config on stdin); every
+pods (Go issue #313: pods of 16 interfaces, each pod's ADDs in sequence), one-node (one node's share of
+the burst alone: what a node sees when the plugin's CPU is not shared with nine others), scale (a /16
+pre-filled) and memory. Plugins run as a runtime runs them (a cold process per call, CNI_* env, config on stdin); every
 simulated node has its own NODENAME, config files and node_lock_dir, and each mode its own namespace.
 Prints a table and writes report.json, table.txt and chart.png under bench/results/<timestamp>/.
 Shared machines are noisy: compare the ratios of one run, not absolute times.
@@ -73,7 +74,7 @@ MODES = {m.name: m for m in (
     Mode("ours-slices", "ours", slices=True),
     Mode("ours-blocks", "ours", block_size=32),
 )}
-SCENARIOS = ("single", "burst", "pods", "scale", "memory")
+SCENARIOS = ("single", "burst", "pods", "one-node", "scale", "memory")
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ SHAPES = {s.name: s for s in (
     Shape("burst", "10.70.0.0", 22, 25),
     # 64 x 16 = 1,024 ADDs need a /21; a node takes 256, a /23 slice holds 510.
     Shape("pods", "10.80.0.0", 21, 23),
+    # One node's share of the burst (100 ADDs, 10 at a time) with the machine to itself.
+    Shape("one-node", "10.90.0.0", 24, 25),
 )}
 
 
@@ -127,9 +130,9 @@ def cluster_env() -> tuple[dict[str, str], bool]:
 
 def our_plugin(rev: str | None = None) -> list[str]:
     """Our plugin as a node has it: the single folder `hack/build.sh` makes (what the image ships),
-    of this checkout or, with `rev`, of that git revision (for before/after figures in one run),
-    built from a regular (non-editable) install. A revision without hack/build.sh runs from the
-    install's console script."""
+    of this checkout or, with `rev`, of that git revision (for before/after figures in one run;
+    built with this checkout's build.sh), from a regular (non-editable) install. A revision
+    without hack/build.sh runs from the install's console script."""
     venv = ROOT / "build" / ("bench-venv" if rev is None else "bench-baseline-venv")
     if not (venv / "bin" / "python").exists():
         say(f"creating {venv.relative_to(ROOT)}")
@@ -150,6 +153,8 @@ def our_plugin(rev: str | None = None) -> list[str]:
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if not (src / "hack" / "build.sh").exists():
         return [str(venv / "bin" / "whereabouts")]
+    if rev is not None:  # the same packaging for both: this checkout's build.sh (its spec keeps setuptools out)
+        (src / "hack" / "build.sh").write_bytes((ROOT / "hack" / "build.sh").read_bytes())
     say(f"building the single folder of {'this checkout' if rev is None else rev} (hack/build.sh)")
     proc = subprocess.run(["bash", str(src / "hack" / "build.sh"), "--no-bench"], cwd=src,
                           env={**os.environ, "PYTHON": str(venv / "bin" / "python")},
@@ -692,20 +697,20 @@ def print_table(rep: Report) -> list[str]:
 
 
 def chart(rep: Report, path: Path) -> None:
-    """Single ADD latencies per mode, and for burst and pods one timeline per mode: ADDs done over time."""
+    """Single ADD latencies per mode, and for burst, pods and one-node one timeline per mode: ADDs done over time."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(18, 5))
+    fig, axes = plt.subplots(1, 4, figsize=(24, 5))
     singles = [e for e in rep.entries if e["scenario"] == "single ADD" and "error" not in e]
     if singles:
         axes[0].boxplot([[x * 1000 for x in e["samples"]] for e in singles],
                         tick_labels=[e["mode"].replace("-", "\n") for e in singles])
     axes[0].set_ylabel("ms (cold process)")
     axes[0].set_title("single ADD")
-    for ax, scenario in ((axes[1], "burst"), (axes[2], "pods")):
+    for ax, scenario in ((axes[1], "burst"), (axes[2], "pods"), (axes[3], "one-node")):
         entries = [e for e in rep.entries if e["scenario"] == scenario and "error" not in e]
         for e in entries:
             ends = sorted(end for _, end, rc in e["timeline"] if rc == 0)
@@ -787,7 +792,9 @@ def run_all(args: argparse.Namespace, env: dict[str, str]) -> int:
                       "single ADD with log_file": "the same with log_file and log_level verbose",
                       "burst": f"{total} ADDs from {nodes} nodes, {per_node} at a time per node",
                       "pods": f"{count} pods x {interfaces} interfaces from {pod_nodes} nodes, "
-                              f"{pods_per_node} pods at a time per node, each pod's ADDs in sequence"}})
+                              f"{pods_per_node} pods at a time per node, each pod's ADDs in sequence",
+                      "one-node": f"{total // nodes} ADDs from one node, {per_node} at a time (one node's share "
+                                  "of the burst, the machine to itself)"}})
     plugins = {"go": go, "ours": ours}
     controllers = {"go": [str(Path(go[0]).parent / "nodeslicecontroller")]}
     if "ours-slices" in args.modes:
@@ -827,7 +834,7 @@ def run_all(args: argparse.Namespace, env: dict[str, str]) -> int:
                 for name in [*args.modes, *(["baseline"] if args.baseline else [])]:
                     rep.entries.append({"mode": name, "scenario": f"single {what}",
                                         **out.get(f"{name} {what}", {"error": setup_errors.get(name, "")})})
-        for scenario in ("burst", "pods"):
+        for scenario in ("burst", "pods", "one-node"):
             if scenario not in args.scenarios:
                 continue
             for name in args.modes:
@@ -838,6 +845,9 @@ def run_all(args: argparse.Namespace, env: dict[str, str]) -> int:
                     say(f"{scenario}: {name}")
                     if scenario == "burst":
                         entry.update(burst(cluster, counter, runs[name], total, nodes, per_node))
+                    elif scenario == "one-node":
+                        entry.update(load(cluster, counter, runs[name], SHAPES["one-node"],
+                                          {0: [[(f"o{i}", "net1")] for i in range(total // nodes)]}, per_node))
                     else:
                         entry.update(pods(cluster, counter, runs[name], count, interfaces, pod_nodes, pods_per_node))
                     say(f"{scenario}: {name}: {entry['wall']:.1f}s, {entry['failures']} failed, "
