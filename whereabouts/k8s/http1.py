@@ -1,9 +1,10 @@
 """The HTTP/1.1 this plugin speaks to the API server, on a plain or TLS socket.
 
 Not `http.client`, whose import loads the `email` package on every pod attach (the
-start-up table in doc/design.md has the figures); the bytes go through `transport.py`. The API server needs little: a request with an optional JSON body,
-and a response framed by Content-Length, chunked transfer coding, or the end of
-the connection. Anything else is a `ProtocolError`.
+start-up table in doc/design.md has the figures); the bytes go through `transport.py`.
+The API server needs little: a request with an optional JSON body, and a response
+framed by Content-Length, chunked transfer coding, or the end of the connection.
+Anything else is a `ProtocolError`.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ class Connection:
         self._host_header = name if self.port == default else f"{name}:{self.port}"
         self.sock: Any = None  # a connected `_socket.socket` or a TLSStream over one
         self.deadline = deadline  # monotonic: no connect, send or read of this connection goes past it
-        raw = tcp_connect(host, self.port, self._left())
+        self._left()  # raises when the deadline has passed already
+        raw = tcp_connect(host, self.port, deadline)
         try:
             raw.settimeout(self._left())  # the TLS handshake too
             self.sock = TLSStream(context, raw, sni or host) if context is not None else raw
