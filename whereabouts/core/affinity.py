@@ -47,8 +47,8 @@ def parse_hints(data: bytes) -> list[int]:
 
 
 def hint_order(served: int, mine: list[int]) -> list[int]:
-    """The node's blocks as the next ADD should read them: the one that served last first (it most
-    likely has room), then the others, so that a busy node's full blocks are not read on every ADD."""
+    """The node's blocks in the order the next ADD tries them for a new address: the one that served
+    last first (it most likely has room), then the others."""
     return list(dict.fromkeys([served, *mine]))
 
 

@@ -8,7 +8,6 @@ addresses beginning with `::`), a `0` is put in front so that the name is valid.
 
 from __future__ import annotations
 
-
 from whereabouts.errors import CorruptPool
 from whereabouts.core.record import Record
 

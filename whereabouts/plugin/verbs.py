@@ -209,6 +209,7 @@ class IPAM:
         mine: list[int] = []
         dropped: set[int] = set()
         candidates: list[tuple[Block, Pool]] = []
+        held = False
         # Every own block is read: the owner may hold an address in any of them (an idempotent ADD
         # must find it), so the note's order only decides where a new address goes: the block that
         # served last, which most likely has room.
@@ -220,11 +221,11 @@ class IPAM:
                 continue
             mine.append(i)
             if find_owned(pool.allocations, owner) is not None:
-                candidates = [(blk, pool)]
+                candidates, held = [(blk, pool)], True
                 break
             candidates.append((blk, pool))
         for blk, pool in candidates:
-            if find_owned(pool.allocations, owner) is not None or _has_room(blk, pool):
+            if held or _has_room(blk, pool):
                 try:
                     assigned = self._allocate(blk, owner, None, pool)
                 except RangeExhausted:
