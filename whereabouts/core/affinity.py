@@ -36,7 +36,8 @@ def fallbacks(count: int, stored: dict[int, Stored], node: str, tried: set[int])
 
 
 def parse_hints(data: bytes) -> list[int]:
-    """The node's own block indexes as last noted; [] for a missing or damaged note."""
+    """The blocks this node allocated in, as last noted (its own, and other nodes' blocks it spilled
+    into); [] for a missing or damaged note."""
     try:
         value = jsontext.loads(data or b"[]")
     except ValueError:
@@ -46,10 +47,10 @@ def parse_hints(data: bytes) -> list[int]:
     return [i for i in value if isinstance(i, int) and not isinstance(i, bool) and i >= 0]
 
 
-def hint_order(served: int, mine: list[int]) -> list[int]:
-    """The node's blocks in the order the next ADD tries them for a new address: the one that served
-    last first (it most likely has room), then the others."""
-    return list(dict.fromkeys([served, *mine]))
+def hint_order(served: int, noted: list[int]) -> list[int]:
+    """The noted blocks in the order the next ADD tries them for a new address (its own ones only):
+    the one that served last first (it most likely has room), then the others."""
+    return list(dict.fromkeys([served, *noted]))
 
 
 def format_hints(indexes: list[int]) -> bytes:

@@ -9,7 +9,7 @@ is passed up, because only the caller knows what to look for in the pool it read
 
 from __future__ import annotations
 
-from whereabouts.core.ownership import reservation_belongs
+from whereabouts.core.ownership import frees_reservation, holds_reservation, names_attachment
 from whereabouts.core.pool import decode_pool, new_pool_object, reservation_object
 from whereabouts.errors import CorruptPool, IOFailure, OutcomeUnknown
 from whereabouts.k8s.store import POOLS, RESERVATIONS, dig
@@ -80,26 +80,42 @@ class Pools:
 
     # --- reservations ----------------------------------------------------------------
 
-    def create_reservation(self, name: str, alloc: Allocation) -> dict[str, Any] | None:
-        """Create the cluster-wide reservation. None when created, else the existing holder's object."""
+    def claim_reservation(self, name: str, alloc: Allocation) -> dict[str, Any] | None:
+        """Make the cluster-wide reservation `alloc` relies on: None when it is now `alloc`'s, made
+        by this call, else the holder's object (another owner's: the address is taken).
+
+        A reservation of the same owner left from before (a DEL that stopped between its two
+        writes, an earlier sandbox of the pod) is deleted as read and created anew: it then
+        names this container, so a DEL of the old sandbox leaves it alone, and its age restarts,
+        so the reconciler's grace period covers this ADD until its pool write
+        (`whereabouts.core.ownership`). After a lost answer, what is stored decides: a reservation
+        naming this very attachment is the one the lost create made.
+        """
         body = reservation_object(name, self.store.namespace, alloc)
-        for _ in range(2):
+        for _ in range(4):
+            lost = False
             try:
                 if self.store.create(RESERVATIONS, body) is not None:
                     return None
             except OutcomeUnknown:
-                pass  # as when it exists already, what is stored decides: if it is ours, the caller proceeds
+                lost = True
             existing = self.store.get(RESERVATIONS, name)
-            if existing is not None:
+            if existing is None:
+                continue  # deleted since, or our create never arrived: once more
+            if not holds_reservation(alloc, existing):
                 return existing
-            # Not there (deleted between our create and read, or our create never arrived): once more.
-        return {"spec": {}}  # it keeps coming and going: someone else's
+            if lost and names_attachment(alloc, existing):
+                return None
+            self._delete_as_read(name, existing)
+        return {"spec": {}}  # it keeps coming and going: treat it as someone else's
 
     def get_reservation(self, name: str) -> dict[str, Any] | None:
         return self.store.get(RESERVATIONS, name)
 
-    def update_reservation(self, obj: dict[str, Any], alloc: Allocation) -> bool:
-        """Point an existing reservation at a new container id (idempotent ADD after a sandbox restart)."""
+    def repoint_reservation(self, obj: dict[str, Any], alloc: Allocation) -> bool:
+        """Point the reservation an entry holds at the entry's new container (idempotent ADD after a
+        sandbox restart), in place: the address stays reserved throughout. False when it changed
+        since `obj` was read, or the answer was lost."""
         obj = {**obj, "spec": {**(dig(obj, "spec") or {}), "containerid": alloc.container_id,
                                "podref": alloc.podref, "ifname": alloc.ifname}}
         if not isinstance(dig(obj, "metadata", "name"), str):
@@ -107,21 +123,26 @@ class Pools:
         try:
             return self.store.replace(RESERVATIONS, obj) is not None
         except OutcomeUnknown:
-            return False  # the container id in a reservation is informative; its podref decides
+            return False
 
-    def delete_reservation(self, name: str, owner: Allocation) -> bool:
-        """Delete the reservation only while it belongs to `owner`, under a resourceVersion precondition.
+    def delete_reservation(self, name: str, freed: Allocation) -> bool:
+        """Delete the reservation of an entry just freed, while freeing it frees the reservation
+        (`frees_reservation`), under a resourceVersion precondition.
 
         True when this call saw it go. After a lost answer or a change, the reservation is read
         again, and deleted again only under the precondition of what that read shows.
         """
         for _ in range(3):
             obj = self.store.get(RESERVATIONS, name)
-            if obj is None or not reservation_belongs(obj, owner):
+            if obj is None or not frees_reservation(freed, obj):
                 return False
-            try:
-                if self.store.delete(RESERVATIONS, name, str(dig(obj, "metadata", "resourceVersion") or "")):
-                    return True
-            except OutcomeUnknown:
-                pass
+            if self._delete_as_read(name, obj):
+                return True
         return False
+
+    def _delete_as_read(self, name: str, obj: dict[str, Any]) -> bool:
+        """Delete the reservation only as `obj` shows it; a lost answer is judged by the caller's next read."""
+        try:
+            return self.store.delete(RESERVATIONS, name, str(dig(obj, "metadata", "resourceVersion") or ""))
+        except OutcomeUnknown:
+            return False

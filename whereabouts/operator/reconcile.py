@@ -25,14 +25,17 @@ Ordering and safety (the caller, `whereabouts.operator.cli.sweep`, reads in this
    read again and only entries identical to the candidates (same offset,
    container id, podref and ifname) are removed (`unchanged`): an idempotent ADD
    of a recreated pod changes the container id and so keeps its entry. The
-   reservations of a freed entry go with it only if it holds them (same pod or
-   container, ifname) and no entry still in a pool, read again, holds them too.
-5. A reservation is an orphan only when it is older than the grace period (an
-   in-flight ADD holds a reservation without a pool entry for at most its lock
-   timeout), when no allocation of the snapshot holds it, and when no entry that
-   cannot be decoded names its pod. Before deleting, the caller reads the pools
-   again and re-decides, and deletes with the listed resourceVersion as a
-   precondition, so a reservation re-used or updated meanwhile is kept.
+   reservations of a freed entry go with it only if freeing it frees them (they
+   name its container or none: `whereabouts.core.ownership`) and no entry still
+   in a pool, read again, holds them.
+5. A reservation is an orphan only when it is older than the grace period, when
+   no allocation of the snapshot holds it (the same pod, or container, and
+   interface), and when no entry that cannot be decoded names its pod. An ADD in
+   flight holds a reservation without a pool entry for at most its deadline, and
+   one that reuses a reservation makes it anew, so its age restarts. Before
+   deleting, the caller reads the pools again and re-decides, and deletes with the
+   listed resourceVersion as a precondition, so a reservation made anew or
+   repointed meanwhile is kept.
 
 Reservation names carry the network name of named networks, so a name does not
 reliably give back its address (`blue-fd00--5` is also `blue:fd00::5`). Instead,
@@ -58,7 +61,7 @@ from whereabouts.core.blocks import BLOCK_RANGE_ANNOTATION, block_node, parent_p
 from whereabouts.errors import CorruptPool
 from whereabouts.core.pool import Allocation, Pool, decode_pool, pool_name, reservation_name
 from whereabouts.core.ranges import Address, IPRange, Network, usable_span
-from whereabouts.core.ownership import reservation_made_by
+from whereabouts.core.ownership import frees_reservation, holds_reservation
 
 # --- snapshots ---------------------------------------------------------------------
 
@@ -185,8 +188,12 @@ class Reservation:
             return None
 
     def held_by(self, alloc: Allocation) -> bool:
-        """This reservation is the one `alloc` made (same pod or container, and not a later sandbox's)."""
-        return reservation_made_by(self.raw, alloc)
+        """The entry `alloc` holds this reservation: the same pod (or container) and interface."""
+        return holds_reservation(alloc, self.raw)
+
+    def freed_with(self, alloc: Allocation) -> bool:
+        """Freeing the entry `alloc` frees this reservation too: it names no later sandbox of the pod."""
+        return frees_reservation(alloc, self.raw)
 
 
 @dataclass
@@ -326,10 +333,10 @@ class Plan:
 def plan(snap: Snapshot, live: set[str], now: datetime, grace: timedelta) -> Plan:
     """What one sweep frees, from a snapshot read in the documented order."""
     stale = stale_allocations(snap.pools, live)
-    freed_with = {r.name: r for r in unheld(snap, skip={(e.pool, e.offset) for e in stale})}
+    unheld_after = {r.name: r for r in unheld(snap, skip={(e.pool, e.offset) for e in stale})}
     companions = {
-        (e.pool, e.offset): [freed_with[n] for n in sorted(e.reservations)
-                             if n in freed_with and freed_with[n].held_by(e.alloc)]
+        (e.pool, e.offset): [unheld_after[n] for n in sorted(e.reservations)
+                             if n in unheld_after and unheld_after[n].freed_with(e.alloc)]
         for e in stale
     }
     old, young = orphan_reservations(snap, now, grace)

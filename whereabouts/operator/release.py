@@ -71,7 +71,7 @@ def release_reservations(store: Store, removed: list[Removed]) -> list[Reservati
     for r in removed:
         for name in r.pool.reservation_names(r.offset):
             obj = store.get(RESERVATIONS, name)
-            if obj is not None and Reservation(obj).held_by(r.alloc):
+            if obj is not None and Reservation(obj).freed_with(r.alloc):
                 held[name] = Reservation(obj)
     if not held:
         return []

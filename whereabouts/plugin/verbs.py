@@ -16,7 +16,7 @@ import time
 
 from whereabouts.core.allocator import lowest_free, next_step
 from whereabouts.core.blocks import BLOCK_OF_LABEL, Block, Layout, block_node, carve
-from whereabouts.core.ownership import attached, find_owned, reservation_belongs
+from whereabouts.core.ownership import attached, find_owned, holds_reservation, names_attachment
 from whereabouts.core.pool import (Allocation, Pool, decode_pool, lease_name, remove_allocation, reservation_name,
                                    set_allocation)
 from whereabouts.core.record import Record
@@ -164,6 +164,11 @@ class IPAM:
     # --- ADD ---------------------------------------------------------------------------
 
     def add(self, owner: Allocation, requested: dict[int, Address]) -> list[Assigned]:
+        """All ranges or none. The attachment is noted in the node's ledger before the first write,
+        so what a rollback cannot free (the deadline passed, the process died) GC frees later."""
+        from whereabouts.plugin import ledger
+
+        ledger.note(self.config.node_lock_dir, self.config.name, owner.container_id, owner.ifname)
         done: list[Assigned] = []
         try:
             for i, rng in enumerate(self.config.ranges):
@@ -171,9 +176,6 @@ class IPAM:
         except CNIError:
             self._roll_back(owner, [a for a in done if a.new])
             raise
-        from whereabouts.plugin import ledger
-
-        ledger.note(self.config.node_lock_dir, self.config.name, owner.container_id, owner.ifname)
         return done
 
     def _add_range(self, rng: IPRange, owner: Allocation, want: Address | None) -> Assigned:
@@ -200,30 +202,34 @@ class IPAM:
         else in the first of `fallbacks` that works out. No Lease: see `whereabouts.core.affinity`."""
         from whereabouts.core.affinity import ADOPT, CLAIM, USE, Stored, fallbacks, format_hints, hint_order, parse_hints
 
-        def note(served: int, mine: list[int]) -> None:
-            order = hint_order(served, mine)
+        def note(served: int, noted: list[int]) -> None:
+            order = hint_order(served, noted)
             if order != hints:
                 lock.set_note(format_hints(order))
 
         hints = parse_hints(lock.note())
-        mine: list[int] = []
+        mine: list[int] = []  # this node's own blocks
         dropped: set[int] = set()
         candidates: list[tuple[Block, Pool]] = []
         held = False
-        # Every own block is read: the owner may hold an address in any of them (an idempotent ADD
-        # must find it), so the note's order only decides where a new address goes: the block that
-        # served last, which most likely has room.
+        # Every noted block is read: the owner may hold an address in any of them (an idempotent ADD
+        # must find it), its own blocks and the other nodes' blocks it spilled into when its own were
+        # full. The note's order only decides where a new address goes: the own block that served
+        # last, which most likely has room; never another node's.
         for i in hints:
             blk = layout.block(i)
             pool = self._read(blk, create=False)
-            if pool is None or block_node(pool.raw) != self.node:
-                dropped.add(i)  # released, or never ours: the listing below tells the truth
+            if pool is None:
+                dropped.add(i)  # released: the listing below tells the truth
                 continue
-            mine.append(i)
             if find_owned(pool.allocations, owner) is not None:
                 candidates, held = [(blk, pool)], True
                 break
-            candidates.append((blk, pool))
+            if block_node(pool.raw) == self.node:
+                mine.append(i)
+                candidates.append((blk, pool))
+            elif not self._spilled_here(pool):
+                dropped.add(i)
         for blk, pool in candidates:
             if held or _has_room(blk, pool):
                 try:
@@ -233,12 +239,13 @@ class IPAM:
                 note(blk.index, [h for h in hints if h not in dropped])
                 return assigned
         tried = set(mine)
+        noted = [h for h in hints if h not in dropped]
         stored: dict[int, Stored] = {}
         for blk, pool in self._existing_blocks(layout.rng):
             node = block_node(pool.raw)
             stored[blk.index] = Stored(node, _has_room(blk, pool), find_owned(pool.allocations, owner) is not None)
             if node == self.node:
-                mine.append(blk.index)
+                noted.append(blk.index)
         for action, i in fallbacks(layout.count, stored, self.node, tried):
             blk = layout.block(i)
             pool = None
@@ -250,8 +257,7 @@ class IPAM:
                 pool = self._adopt(blk, layout)
                 if pool is None:
                     continue
-            if action != USE or stored[i].node == self.node:
-                mine.append(i)
+            noted.append(i)  # even when it is another node's: this node's ADD, DEL and GC look there
             try:
                 assigned = self._allocate(blk, owner, None, pool)
             except RangeExhausted:
@@ -260,8 +266,15 @@ class IPAM:
         else:
             raise RangeExhausted(f"no free address left in range {layout.rng.cidr} "
                                  f"({layout.count} blocks of {layout.block_size})")
-        note(assigned.blk.index, mine)
+        note(assigned.blk.index, noted)
         return assigned
+
+    def _spilled_here(self, pool: Pool) -> bool:
+        """Whether another node's block still holds an entry this node allocated (its ledger says)."""
+        from whereabouts.plugin import ledger
+
+        noted = ledger.noted(self.config.node_lock_dir, self.config.name)
+        return any((a.container_id, a.ifname) in noted for a in pool.allocations.values())
 
     def _adopt(self, blk: Block, layout: Layout) -> Pool | None:
         """Record this node as the owner of an unclaimed block; None when another writer got there first."""
@@ -311,8 +324,8 @@ class IPAM:
                     held = offset
                     return self._keep(pool, blk, offset, owner, new=offset in created.union(doubtful))
                 if self.config.overlapping_ranges and offset not in created:
-                    holder = self.pools.create_reservation(self.reservation_name(local.address(offset)), owner)
-                    if holder is not None and not reservation_belongs(holder, owner):
+                    holder = self.pools.claim_reservation(self.reservation_name(local.address(offset)), owner)
+                    if holder is not None:
                         if want is not None:
                             raise AddressUnavailable(f"requested address {want} is reserved by "
                                                      f"{_holder_text(holder)} in an overlapping range")
@@ -365,24 +378,48 @@ class IPAM:
             set_allocation(pool, offset, Allocation(owner.container_id, owner.podref, owner.ifname, current.extra))
             if not self.pools.write_pool(pool):
                 raise TryAgainLater(f"IPPool {pool.name} changed while updating the container id; try again")
-            if self.config.overlapping_ranges:
-                name = self.reservation_name(blk.local.address(offset))
-                obj = self.pools.get_reservation(name)
-                if obj is not None and reservation_belongs(obj, current):
-                    self.pools.update_reservation(obj, owner)
+        if self.config.overlapping_ranges and not new:
+            self._reserve_kept(blk.local.address(offset), owner)
         return Assigned(blk, offset, new=new)
+
+    def _reserve_kept(self, ip: Address, owner: Allocation) -> None:
+        """The reservation of an address the owner keeps names its container: repointed in place
+        (the address stays reserved throughout), or made when it is missing."""
+        name = self.reservation_name(ip)
+        obj = self.pools.get_reservation(name)
+        if obj is None:
+            obj = self.pools.claim_reservation(name, owner)
+            if obj is None:
+                return
+        if not holds_reservation(owner, obj):
+            self.log.error("address held in the pool is reserved by another owner in an overlapping range",
+                           ip=str(ip), reservation=name, holder=_holder_text(obj))
+        elif not names_attachment(owner, obj) and not self.pools.repoint_reservation(obj, owner):
+            raise TryAgainLater(f"reservation {name} of {ip} changed while pointing it at container "
+                                f"{owner.container_id}; try again")
 
     def _roll_back(self, owner: Allocation, assigned: list[Assigned]) -> None:
         for a in reversed(assigned):
             try:
-                self._release(a.blk, lambda o, al: o == a.offset and attached(al, owner.container_id, owner.ifname))
+                self._release_block(a.blk, lambda o, al: o == a.offset and attached(al, owner.container_id,
+                                                                                    owner.ifname))
             except CNIError as e:
-                self.log.error("rollback failed", ip=str(a.address), error=e.msg)
+                self.log.error("rollback failed: the node's ledger leaves it to GC or DEL", ip=str(a.address),
+                               error=e.msg)
 
     # --- releasing: DEL, GC, rollback ----------------------------------------------------
 
+    def _release_block(self, blk: Block, doomed: Callable[[int, Allocation], bool]) -> list[str]:
+        """`_free` in one block under the locks its ADD takes: the range's node lock for a range split
+        into node-affine blocks, else the pool's node lock and Lease."""
+        layout = self.layout(blk.parent)
+        if layout.sharded:
+            with self.locked(layout.name, None):
+                return self._free(blk, doomed)
+        return self._release(blk, doomed)
+
     def _release(self, blk: Block, doomed: Callable[[int, Allocation], bool]) -> list[str]:
-        """`_free` under the block's locks; a block with nothing to free costs one GET and no lock."""
+        """`_free` under the pool's locks; a pool with nothing to free costs one GET and no lock."""
         pool = self._read(blk, create=False)
         if pool is None or not any(doomed(o, a) for o, a in pool.allocations.items()):
             return []
@@ -511,6 +548,12 @@ class IPAM:
                     who = f"held by container {holder.container_id}" if holder else "not allocated"
                     raise NotAllocated(f"{ip} of prevResult is {who} in range {rng.cidr}, "
                                        f"not by container {container_id} interface {ifname}")
+                if self.config.overlapping_ranges:
+                    res = self.pools.get_reservation(self.reservation_name(ip))
+                    if res is None or not holds_reservation(holder, res):
+                        who = f"reserved by {_holder_text(res)}" if res else "not reserved"
+                        raise NotAllocated(f"{ip} of prevResult is {who} across overlapping ranges "
+                                           f"(OverlappingRangeIPReservation {self.reservation_name(ip)})")
 
     def status(self) -> None:
         """Raise RangeExhausted unless every range could serve an ADD now."""
