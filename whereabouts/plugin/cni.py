@@ -183,9 +183,12 @@ def _valid_attachments(netconf: dict[str, Any]) -> set[tuple[str, str]]:
         raise InvalidConfig("cni.dev/valid-attachments must be a list")
     valid = set()
     for i, att in enumerate(raw):
-        if not isinstance(att, dict) or not isinstance(att.get("containerID"), str):
-            raise InvalidConfig(f"cni.dev/valid-attachments[{i}] needs a 'containerID' string")
-        valid.add((att["containerID"], str(att.get("ifname") or "")))
+        # Both are required (CNI spec): an attachment without its interface would match nothing,
+        # and GC would free that container's addresses.
+        for key in ("containerID", "ifname"):
+            if not isinstance(att, dict) or not isinstance(att.get(key), str) or not att[key]:
+                raise InvalidConfig(f"cni.dev/valid-attachments[{i}] needs a non-empty {key!r} string")
+        valid.add((att["containerID"], att["ifname"]))
     return valid
 
 
