@@ -8,6 +8,9 @@ controller's, so either controller can take over from the other. Where it differ
 
 - A deleted node's slice is freed only once no pod that still exists holds an address in it (the
   Go controller frees it at once, and the next node then hands those addresses out a second time).
+- A re-slicing (range or slice size changed, a NAD made again) gives no node a slice that overlaps
+  an old slice pool holding live addresses, and deletes old slice pools once they are empty
+  (doc/design.md, *Re-slicing while pods hold addresses*).
 - The pool is deleted when the last NAD asking for it is gone, by the pool's name (Go deletes by the
   NAD's name, so a pool named after `network_name` stays behind).
 - Two replicas are safe: only the holder of a Lease writes (the Go controller has no election).
