@@ -387,8 +387,8 @@ def test_the_node_slice_controller_works_with_its_token_and_nothing_more(install
                ("GET", "/api/v1/pods"),
                ("DELETE", "/api/v1/nodes/x"),
                ("GET", f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/whereabouts"),
-               ("GET", f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/ippools"),
-               ("DELETE", f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/ippools/x"),
+               ("POST", f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/ippools"),
+               ("PUT", f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/ippools/x"),
                ("GET", f"/apis/{GROUP}/{VERSION}/namespaces/default/nodeslicepools")]
     assert {(m, p): api.status(m, p) for m, p in refused} == {(m, p): 403 for m, p in refused}
 

@@ -63,6 +63,17 @@ def test_plan_frees_only_entries_of_missing_pods():
     assert todo.reservations == [] and todo.young == []
 
 
+def test_plan_frees_dead_pods_in_old_slice_pools_of_any_size_with_their_named_reservations():
+    """A re-slicing leaves `<net>-<node>-<old slice>` pools behind (issue 18, defect 2): the sweep drains them too."""
+    snap = snapshot([pool("blue-node-a-10.0.0.0-26", "10.0.0.0/26", {"1": entry("ns/live"), "2": entry("ns/dead")}),
+                     pool("blue-node-a-10.0.0.128-25", "10.0.0.128/25", {"1": entry("ns/dead2")})],
+                    [reservation("blue-10.0.0.2", "ns/dead")])
+    todo = plan(snap, {"ns/live"}, NOW, GRACE)
+    assert [(e.pool, str(e.address)) for e in todo.allocations] == [("blue-node-a-10.0.0.0-26", "10.0.0.2"),
+                                                                   ("blue-node-a-10.0.0.128-25", "10.0.0.129")]
+    assert [r.name for r in todo.companions[("blue-node-a-10.0.0.0-26", 2)]] == ["blue-10.0.0.2"]
+
+
 def test_a_reservation_shared_with_an_entry_that_stays_is_not_a_companion():
     # One container holds 10.0.0.5 in an unnamed pool (kept: an IPAMClaim's) and in "blue" (freed):
     # "10.0.0.5" is a possible name for both, but only "blue-10.0.0.5" goes with the blue entry.

@@ -220,3 +220,42 @@ def test_gc_frees_only_what_this_node_allocated_in_a_shared_pool(ipam, store):
     assert sorted(store.obj(POOLS, "10.1.0.0-24")["spec"]["allocations"]) == ["2", "3"]
     assert ipam("node-a").gc(set()) == ["10.1.0.3"]
     assert ipam("node-b").gc(set()) == ["10.1.0.2"]
+
+
+# --- old slice pools: left by a re-slicing while pods hold addresses there ----------------------------
+
+
+def test_del_finds_an_entry_in_the_nodes_old_slice_pool_with_one_list_and_only_on_a_miss(ipam, store):
+    slices(store, **{"node-a": "10.1.0.0/26", "node-b": "10.1.0.64/26"})
+    a = ipam("node-a", node_slice_size="/26")
+    assert ip(a, "old") == "10.1.0.1"
+    ip(ipam("node-b", node_slice_size="/26"), "other")
+    slices(store, **{"node-b": "10.1.0.0/25", "node-a": "10.1.0.128/25"})  # re-sliced to /25
+    a = ipam("node-a", node_slice_size="/25")
+    assert ip(a, "new") == "10.1.0.129"
+    store.calls.clear()
+    assert ipam("node-a", node_slice_size="/25").delete(owner("new")) == ["10.1.0.129"]
+    assert store.calls[("list", POOLS)] == 0  # found in the node's slice: no LIST
+    assert ipam("node-a", node_slice_size="/25").delete(owner("old")) == ["10.1.0.1"]
+    assert store.calls[("list", POOLS)] == 1
+    assert store.obj(POOLS, "node-a-10.1.0.0-26")["spec"]["allocations"] == {}
+    # Another node's old pool is never looked into: its pods are not this node's.
+    assert ipam("node-a", node_slice_size="/25").delete(owner("other")) == []
+    assert list(store.obj(POOLS, "node-b-10.1.0.64-26")["spec"]["allocations"]) == ["1"]
+
+
+def test_a_node_whose_slice_is_withheld_still_frees_in_its_old_pool(ipam, store):
+    slices(store, **{"node-a": "10.1.0.0/26"})
+    ip(ipam("node-a", node_slice_size="/26"), "old")
+    slices(store)  # the node has no slice now
+    assert ipam("node-a", node_slice_size="/25").delete(owner("old")) == ["10.1.0.1"]
+
+
+def test_gc_frees_what_this_node_noted_in_its_old_slice_pools_too(ipam, store):
+    slices(store, **{"node-a": "10.1.0.0/26"})
+    ip(ipam("node-a", node_slice_size="/26"), "gone")
+    ip(ipam("node-a", node_slice_size="/26"), "kept")
+    slices(store, **{"node-a": "10.1.0.128/25"})
+    ip(ipam("node-a", node_slice_size="/25"), "new")
+    assert sorted(ipam("node-a", node_slice_size="/25").gc({("c-kept", "net1"), ("c-new", "net1")})) == ["10.1.0.1"]
+    assert list(store.obj(POOLS, "node-a-10.1.0.0-26")["spec"]["allocations"]) == ["2"]

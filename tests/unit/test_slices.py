@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from whereabouts.core.slices import (NAD_API_VERSION, NAD_KIND, assign, divide, fresh_allocations, nad_ipam,
-                                     nad_owner_uids, node_slice, owner_references, parse_slice_size,
-                                     slice_pool_name, slice_set_name, slice_spec, unassign, unassigned_nodes)
+from whereabouts.core.slices import (NAD_API_VERSION, NAD_KIND, SlicePool, assign, blockers, divide,
+                                     fresh_allocations, nad_ipam, nad_owner_uids, node_slice, owner_references,
+                                     parse_slice_size, slice_pool_name, slice_pool_of, slice_set_name, slice_spec,
+                                     slices_over, unassign, unassigned_nodes)
 
 
 def net(ipam: dict, **top) -> dict:
@@ -114,6 +115,65 @@ def test_unassign_frees_gone_nodes_but_not_held_ones():
     assert unassigned_nodes(allocations, {"b"}) == [("a", "10.0.0.0/26"), ("c", "10.0.0.128/26")]
     assert nodes_of(unassign(allocations, {"b"}, held={"c"})) == ["", "b", "c", ""]
     assert nodes_of(unassign(allocations, {"a", "b", "c"})) == ["a", "b", "c", ""]
+
+
+# --- old slice pools: a re-slicing while pods hold addresses -----------------------------------------
+
+
+def ippool(name: str, cidr: str) -> dict:
+    return {"metadata": {"name": name}, "spec": {"range": cidr, "allocations": {}}}
+
+
+def busy_pool(node: str, cidr: str) -> SlicePool:
+    return SlicePool(slice_pool_name("", node, cidr), node, ipaddress.ip_network(cidr))
+
+
+RANGE = ipaddress.ip_network("10.0.0.0/24")
+
+
+def test_slice_pool_of_knows_a_networks_slice_pools_by_their_go_names():
+    assert slice_pool_of(ippool("blue-node-1.x-10.0.0.64-26", "10.0.0.64/26"), "blue", RANGE) == SlicePool(
+        "blue-node-1.x-10.0.0.64-26", "node-1.x", ipaddress.ip_network("10.0.0.64/26"))
+    assert slice_pool_of(ippool("n-10.0.0.128-25", "10.0.0.128/25"), "", RANGE).node == "n"
+    assert slice_pool_of(ippool("a-b-10.0.0.0-24", "10.0.0.0/24"), "a", RANGE).node == "b"  # one slice: the range
+
+
+@pytest.mark.parametrize("obj", [
+    ippool("red-n-10.0.0.64-26", "10.0.0.64/26"),  # another network
+    ippool("blue-10.0.0.0-24", "10.0.0.0/24"),  # the range's own pool, without node slices
+    ippool("blue-n-10.0.1.0-26", "10.0.1.0/26"),  # outside the range
+    ippool("blue-n-10.0.0.64-26", "10.0.0.0/26"),  # the name is not of its range
+    ippool("blue-n-10.0.0.64-26", "10.0.0.64/026"),  # not the range as stored by a plugin
+    ippool("blue-N-10.0.0.64-26", "10.0.0.64/26"),  # not a node name
+    {"metadata": {"name": "blue-n-10.0.0.64-26"}},
+    "not an object",
+])
+def test_slice_pool_of_ignores_every_other_pool(obj):
+    assert slice_pool_of(obj, "blue", RANGE) is None
+
+
+def test_slices_over_an_old_pool_of_another_size():
+    assert slices_over(ipaddress.ip_network("10.0.0.64/26"), 25) == ["10.0.0.0/25"]
+    assert slices_over(ipaddress.ip_network("10.0.0.0/25"), 27) == ["10.0.0.0/27", "10.0.0.32/27",
+                                                                   "10.0.0.64/27", "10.0.0.96/27"]
+
+
+def test_a_resize_withholds_the_slices_an_old_pool_with_live_addresses_overlaps():
+    old = busy_pool("a", "10.0.0.0/26")  # a's /26 before the resize to /25
+    after = fresh_allocations({"range": "10.0.0.0/24", "sliceSize": "/25"}, ["a", "b"], [old])
+    assert after == [{"nodeName": "", "sliceRange": "10.0.0.0/25"}, {"nodeName": "a", "sliceRange": "10.0.0.128/25"}]
+    assert blockers("10.0.0.0/25", "", [old]) == [old]
+    assert blockers("10.0.0.0/25", "a", [old]) == [old]  # a new pool of a on it would hand out a's addresses again
+    # b waits for a slice while the old pool holds live addresses; it gets the withheld one once it is drained
+    assert nodes_of(assign(after, ["a", "b"], [old])) == ["", "a"]
+    assert nodes_of(assign(after, ["a", "b"])) == ["b", "a"]
+
+
+def test_a_nad_made_again_gives_each_node_the_slice_of_its_old_pool_back_first():
+    old = [busy_pool("b", "10.0.0.0/26"), busy_pool("c", "10.0.0.128/26")]
+    after = fresh_allocations(SPEC, ["a", "b", "c"], old)
+    assert nodes_of(after) == ["b", "a", "c", ""]
+    assert blockers("10.0.0.0/26", "b", old) == [] and blockers("10.0.0.0/26", "a", old) == [old[0]]
 
 
 # --- owner references --------------------------------------------------------------------------

@@ -5,6 +5,12 @@ node holds which slice; the node-slice controller writes it, the plugin only rea
 Each node then allocates in an IPPool of its own, named `[<network_name>-]<node>-<slice>`,
 under a Lease of the same name, so nodes never contend with each other. Names, the order
 of slices and the encoding are the Go plugin's, so both plugins and both controllers mix.
+
+A re-slicing (another range or slice size, or a NAD deleted and made again) leaves the pools of the
+old slices behind, and live pods keep their addresses there. Those pools are found by their names
+(`slice_pool_of`), not by labels, since the Go plugin writes none: a new slice that overlaps one
+holding live addresses is given to no node (`assign`) until the pool is drained, so that no address
+is handed out twice; the plugin's DEL and GC look in them too.
 """
 
 from __future__ import annotations
@@ -61,6 +67,41 @@ def slice_pool_name(network_name: str, node: str, slice_cidr: str) -> str:
     """`node-1`, `10.0.0.64/26` -> `node-1-10.0.0.64-26`; with a network name `<net>-node-1-...`.
     The Lease guarding the pool has the same name."""
     return with_network(network_name, f"{node}-{normalize_range(slice_cidr)}")
+
+
+class SlicePool(Record):
+    """An IPPool that is one node's slice of a network, as its name says."""
+
+    __slots__ = ("name", "node", "network")
+    name: str
+    node: str
+    network: Network
+
+
+def slice_pool_of(obj: Any, network_name: str, rng: Network) -> SlicePool | None:
+    """`obj` as a slice pool of the network `network_name` inside `rng` (any slice size), else None.
+
+    Its name must be `slice_pool_name(network_name, <a node>, <its spec.range>)`. The Go names are
+    ambiguous (network `a` on node `b-c` is network `a-b` on node `c`): callers only ever free
+    entries by their owner there, or keep addresses out of use, so a stranger's pool costs nothing.
+    """
+    meta, spec = (obj.get("metadata"), obj.get("spec")) if isinstance(obj, dict) else (None, None)
+    name = meta.get("name") if isinstance(meta, dict) else None
+    cidr = spec.get("range") if isinstance(spec, dict) else None
+    if not isinstance(name, str) or not isinstance(cidr, str):
+        return None
+    try:
+        net = ipaddress.ip_network(cidr)
+    except ValueError:
+        return None
+    if str(net) != cidr or net.version != rng.version or not net.subnet_of(rng):  # type: ignore[arg-type]
+        return None
+    head = f"{network_name}-" if network_name else ""
+    tail = f"-{normalize_range(cidr)}"
+    node = name[len(head):-len(tail)] if name.startswith(head) and name.endswith(tail) else ""
+    if not node or not is_dns_subdomain(node) or slice_pool_name(network_name, node, cidr) != name:
+        return None
+    return SlicePool(name, node, net)
 
 
 def node_slice(obj: dict[str, Any], node: str) -> str | None:
@@ -167,24 +208,57 @@ def slice_spec(name: str, inline: dict[str, Any], flat: dict[str, Any] | None = 
     return SliceSpec(set_name, network_name, network, size)
 
 
-def fresh_allocations(spec: dict[str, Any], nodes: Iterable[str]) -> list[dict[str, str]]:
-    """`status.allocations` of a new slicing: every slice in order, the nodes on the lowest ones."""
+def fresh_allocations(spec: dict[str, Any], nodes: Iterable[str], busy: Collection[SlicePool] = ()
+                      ) -> list[dict[str, str]]:
+    """`status.allocations` of a new slicing: every slice in order, the nodes on the lowest ones
+    that `busy` pools leave free (see `assign`)."""
     network = ipaddress.ip_network(spec["range"])
     empty = [{"nodeName": "", "sliceRange": s} for s in divide(network, parse_slice_size(spec["sliceSize"]))]
-    return assign(empty, nodes)
+    return assign(empty, nodes, busy)
 
 
-def assign(allocations: list[dict[str, Any]], nodes: Iterable[str]) -> list[dict[str, Any]]:
-    """Give each node (in name order) that holds no slice the lowest free one, while any is free."""
+def assign(allocations: list[dict[str, Any]], nodes: Iterable[str], busy: Collection[SlicePool] = ()
+           ) -> list[dict[str, Any]]:
+    """Give each node (in name order) that holds no slice the lowest free one, while any is free.
+
+    `busy` are slice pools of the network holding live addresses. A free slice overlapping one is
+    withheld: its addresses could be handed out a second time. Only a pool's own node may take
+    the very slice the pool is of (a NAD made again with the same slicing): it gets it back first.
+    """
     out = [dict(a) for a in allocations]
     holding = {a.get("nodeName") for a in out}
-    free = (a for a in out if not a.get("nodeName"))
-    for node in sorted(set(nodes) - holding):
+    waiting = sorted(set(nodes) - holding)
+    if busy:
+        slots = {a.get("sliceRange"): a for a in out if not a.get("nodeName")}
+        for node in waiting:
+            slot = next((slots[r] for p in busy if p.node == node and (r := str(p.network)) in slots
+                         and not slots[r]["nodeName"] and not blockers(r, node, busy)), None)
+            if slot is not None:
+                slot["nodeName"] = node
+        holding = {a.get("nodeName") for a in out}
+        waiting = [n for n in waiting if n not in holding]
+    free = (a for a in out if not a.get("nodeName") and not (busy and blockers(a["sliceRange"], "", busy)))
+    for node in waiting:
         slot = next(free, None)
         if slot is None:
             break
         slot["nodeName"] = node
     return out
+
+
+def blockers(slice_range: str, node: str, busy: Iterable[SlicePool]) -> list[SlicePool]:
+    """The busy pools that keep the slice `slice_range` from `node` ("": from any node): every one
+    overlapping it but that node's own pool of exactly this slice."""
+    net = ipaddress.ip_network(slice_range)
+    return [p for p in busy if p.network.overlaps(net)  # type: ignore[arg-type]
+            and not (node and p.node == node and str(p.network) == slice_range)]
+
+
+def slices_over(network: Network, prefix: int) -> list[str]:
+    """The slices of `/prefix` that overlap `network` (a pool of another slicing of the same range)."""
+    if network.prefixlen >= prefix:
+        return [str(network.supernet(new_prefix=prefix))]
+    return [str(s) for s in network.subnets(new_prefix=prefix)]
 
 
 def unassign(allocations: list[dict[str, Any]], nodes: Collection[str], held: Collection[str] = ()

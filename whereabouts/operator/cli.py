@@ -572,7 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
     slices = command("node-slices", cmd_node_slices, "run the node-slice controller (node_slice_size)",
                      "Keep a NodeSlicePool for every NetworkAttachmentDefinition whose whereabouts ipam has "
                      "node_slice_size: the range cut into slices, one per node, as the Go nodeslicecontroller "
-                     "does; a deleted node's slice is freed once no live pod holds an address in it. Replicas "
+                     "does; a deleted node's slice is freed once no live pod holds an address in it, and a "
+                     "re-slicing withholds the slices of old pools holding live addresses. Replicas "
                      "elect a leader on a Lease in the namespace; only the leader writes. JSON logs on stderr; "
                      "runs until SIGTERM or SIGINT. The namespace is -n, else $WHEREABOUTS_NAMESPACE, else "
                      "the kubeconfig context's, else kube-system.")
@@ -588,7 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
     slices.add_argument("--resync-interval", type=_interval, default=60.0, metavar="SECONDS",
                         help="a full pass at least this often, without any change seen (default: 60)")
     slices.add_argument("--recheck-interval", type=_interval, default=5.0, metavar="SECONDS",
-                        help="how often a deleted node's slice kept for a live pod is checked again (default: 5)")
+                        help="how often a slice kept or withheld for live pods is checked again (default: 5)")
     slices.add_argument("--debug", action="store_true", help="log debug events too")
     return parser
 

@@ -8,6 +8,9 @@ controller's, so either controller can take over from the other. Where it differ
 
 - A deleted node's slice is freed only once no pod that still exists holds an address in it (the
   Go controller frees it at once, and the next node then hands those addresses out a second time).
+- A re-slicing (range or slice size changed, a NAD made again) gives no node a slice that overlaps
+  an old slice pool holding live addresses, and deletes old slice pools once they are empty
+  (doc/design.md, *Re-slicing while pods hold addresses*).
 - The pool is deleted when the last NAD asking for it is gone, by the pool's name (Go deletes by the
   NAD's name, so a pool named after `network_name` stays behind).
 - Two replicas are safe: only the holder of a Lease writes (the Go controller has no election).
@@ -20,6 +23,7 @@ every change, and a periodic resync, runs one pass over all NADs (`NodeSlices.re
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import signal
@@ -35,13 +39,14 @@ from typing import Any
 import structlog
 
 from whereabouts.core.pool import API_VERSION, decode_pool
-from whereabouts.core.slices import (KIND, NAD_KIND, OWNERS_ANNOTATION, PLURAL, SliceSpec, annotated_owners, assign,
-                                     fresh_allocations, nad_ipam, nad_owner_uids, owner_references, slice_pool_name,
-                                     slice_spec, unassign, unassigned_nodes)
+from whereabouts.core.slices import (KIND, NAD_KIND, OWNERS_ANNOTATION, PLURAL, SlicePool, SliceSpec, annotated_owners,
+                                     assign, fresh_allocations, nad_ipam, nad_owner_uids, owner_references,
+                                     parse_slice_size, slice_pool_name, slice_pool_of, slice_spec, slices_over,
+                                     unassign, unassigned_nodes)
 from whereabouts.errors import CorruptPool
 from whereabouts.files import find_flat_file, read_regular_file
 from whereabouts.k8s.lease import micro_time
-from whereabouts.k8s.store import POOLS
+from whereabouts.k8s.store import POOLS, dig
 from whereabouts.operator.kubeclient import Kube, KubeError
 
 NAD_GROUP, NAD_VERSION, NAD_PLURAL = "k8s.cni.cncf.io", "v1", "network-attachment-definitions"
@@ -79,9 +84,10 @@ class Mirror:
         self.rv = ""
         self.lock = threading.Lock()
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> tuple[dict[str, Any], str]:
+        """The objects, and the resourceVersion of the last event or list they include."""
         with self.lock:
-            return dict(self.items)
+            return dict(self.items), self.rv
 
     def run(self) -> None:
         from kubernetes.client.exceptions import ApiException
@@ -121,7 +127,7 @@ class Mirror:
                 break
         with self.lock:
             differs, self.items = items != self.items, items
-        self.rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
+            self.rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
         log.debug("listed", kind=self.kind, count=len(items), resource_version=self.rv)
         self.synced.set()
         if differs:
@@ -140,19 +146,21 @@ class Mirror:
                 kind, obj = event.get("type"), event.get("object") or {}
                 if kind == "ERROR":
                     raise ApiException(status=obj.get("code") or 500, reason=obj.get("message") or "watch error")
-                rv = (obj.get("metadata") or {}).get("resourceVersion")
+                rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
                 if kind in ("ADDED", "MODIFIED", "DELETED"):
-                    self._apply(kind, obj)
-                if rv:
-                    self.rv = str(rv)
+                    self._apply(kind, obj, rv)
+                elif rv:
+                    with self.lock:
+                        self.rv = rv
                 if self.stop.is_set():
                     return
         finally:
             resp.release_conn()
 
-    def _apply(self, kind: str, obj: dict[str, Any]) -> None:
+    def _apply(self, kind: str, obj: dict[str, Any], rv: str) -> None:
         key = _key(obj)
         with self.lock:
+            self.rv = rv or self.rv
             before = self.items.get(key)
             if kind == "DELETED":
                 self.items.pop(key, None)
@@ -244,6 +252,7 @@ class Elector:
         self.leading = threading.Event()
         self.observed: tuple[str, float] = ("", 0.0)  # (resourceVersion, when first seen)
         self.renewed = 0.0
+        self.other = ""  # the other replica last seen leading
 
     def _spec(self, transitions: int, acquired: str | None = None) -> dict[str, Any]:
         now = micro_time()
@@ -286,6 +295,10 @@ class Elector:
                 self.observed = (rv, now)
             duration = spec.get("leaseDurationSeconds") or self.duration
             if holder and holder != self.identity and now - self.observed[1] < duration:
+                if holder != self.other and not self.leading.is_set():
+                    log.info("standing by: another replica leads", lease=f"{self.kube.namespace}/{self.name}",
+                             holder=holder)
+                self.other = holder
                 return False
             ours = holder == self.identity
             transitions = int(spec.get("leaseTransitions") or 0) + (0 if ours else 1)
@@ -351,22 +364,35 @@ class NodeSlices:
         self.kube, self.nads, self.nodes, self.leading = kube, nads, nodes, leading
         self.reported: dict[tuple[str, str], str] = {}  # what was last logged per (subject, topic), to log changes only
         self.held: set[tuple[str, str]] = set()  # (pool, node) kept for live pods after their node went away
+        self.withholding = False  # an old slice pool with live addresses overlaps the slicing (last pass)
+        self.live: dict[str, bool] = {}  # podref -> the pod exists (read once per pass)
+        self.passes = 0
 
     def _report(self, subject: str, topic: str, text: str, level: str = "warning", **kw: Any) -> None:
-        """Log `text` once, until it changes: a pass runs on every change and would repeat it."""
-        if self.reported.get((subject, topic)) != text:
-            self.reported[(subject, topic)] = text
+        """Log `text` once, until it or its fields change: a pass runs on every change and would repeat it."""
+        said = text + json.dumps(kw, sort_keys=True, default=str)
+        if self.reported.get((subject, topic)) != said:
+            self.reported[(subject, topic)] = said
             getattr(log, level)(text, **kw)
 
     def _check_leading(self) -> None:
         if not self.leading.is_set():
             raise NotLeader()
 
+    def _pod_exists(self, podref: str) -> bool:
+        if podref not in self.live:
+            self.live[podref] = self.kube.pod_exists(podref)
+        return self.live[podref]
+
     def reconcile(self) -> bool:
-        """One pass over every NAD; True while some slice is kept for a live pod (to be checked again)."""
+        """One pass over every NAD; True while a slice is kept or withheld for live pods (to be checked again).
+
+        Ends with a debug `synced` event naming the resourceVersions of the NADs and Nodes it saw: a
+        pass that saw a change has decided on it."""
         groups: dict[str, list[Owner]] = {}
         undecided: set[str] = set()  # NADs whose config cannot be read now: their pools are left as they are
-        for key, nad in sorted(self.nads.snapshot().items()):
+        nads, nad_version = self.nads.snapshot()
+        for key, nad in sorted(nads.items()):
             try:
                 spec = nad_slice_spec(nad)
             except ValueError as e:
@@ -376,17 +402,41 @@ class NodeSlices:
             self.reported.pop((key, "config"), None)
             if spec is not None:
                 groups.setdefault(spec.set_name, []).append(Owner(nad, spec))
-        nodes = set(self.nodes.snapshot())
+        found, node_version = self.nodes.snapshot()
+        nodes = set(found)
         pools = {o["metadata"]["name"]: o for o in self.kube.list(PLURAL)}
-        self.held = set()
+        ippools = self.kube.list(POOLS) if groups else []
+        self.held, self.withholding, self.live = set(), False, {}
+        current: set[str] = set()  # the slice pools some node is on now
+        drained: dict[str, dict[str, Any]] = {}  # empty slice pools of the networks decided on
         for name, owners in sorted(groups.items()):
             owners.sort(key=lambda o: (o.nad.created, o.nad.namespace, o.nad.name))
-            self._sync(name, owners, pools.get(name), nodes, undecided)
+            network_names = sorted({o.spec.network_name for o in owners})
+            found_pools = _slice_pools(network_names, owners[0].spec.range, ippools)
+            allocations = self._sync(name, owners, pools.get(name), nodes, undecided, found_pools)
+            if allocations is None:
+                continue
+            current.update(_on(allocations, network_names))
+            drained.update((sp.name, obj) for sp, obj in found_pools if not dig(obj, "spec", "allocations"))
+        self._delete_drained(drained, current)
         for name, obj in sorted(pools.items()):
             uids = nad_owner_uids(obj)
             if name not in groups and uids and not undecided.intersection(uids):
                 self._delete(obj)
-        return bool(self.held)
+        self.passes += 1
+        log.debug("synced", passes=self.passes, nad_version=nad_version, node_version=node_version)
+        return bool(self.held) or self.withholding
+
+    def _live_addresses(self, obj: dict[str, Any], sp: SlicePool) -> int:
+        """How many addresses of a pool may be a live pod's: those of pods that exist, and those whose
+        owner cannot be told (no `namespace/name` podref, an entry or a pool that does not decode)."""
+        try:
+            pool = decode_pool(obj, str(sp.network))
+        except CorruptPool:
+            allocations = dig(obj, "spec", "allocations")
+            return len(allocations) if isinstance(allocations, dict) else 1
+        return len(pool.undecodable) + sum(1 for a in pool.allocations.values()
+                                           if "/" not in a.podref or self._pod_exists(a.podref))
 
     def _desired(self, name: str, owners: list[Owner], obj: dict[str, Any] | None) -> dict[str, str] | None:
         """The spec all `owners` agree on; when they disagree, the stored one (no re-slicing), else none."""
@@ -401,10 +451,12 @@ class NodeSlices:
         return {"range": spec.get("range"), "sliceSize": spec.get("sliceSize")} if isinstance(spec, dict) else None
 
     def _sync(self, name: str, owners: list[Owner], obj: dict[str, Any] | None, nodes: set[str],
-              undecided: set[str]) -> None:
+              undecided: set[str], found_pools: list[tuple[SlicePool, dict[str, Any]]]
+              ) -> list[dict[str, Any]] | None:
+        """Write the NodeSlicePool `name`; its `status.allocations` as stored now (None: undecided)."""
         desired = self._desired(name, owners, obj)
         if desired is None:
-            return
+            return None
         network_names = sorted({o.spec.network_name for o in owners})
         # Owner references only while every asking NAD is of the pool's namespace: the garbage collector
         # deletes a pool whose referenced owners are all gone, even while a NAD elsewhere still asks for it.
@@ -414,7 +466,9 @@ class NodeSlices:
         for _ in range(CONFLICT_RETRIES):
             self._check_leading()
             if obj is None:
-                allocations = fresh_allocations(desired, nodes)
+                busy = self._busy(found_pools, set())
+                allocations = fresh_allocations(desired, nodes, list(busy))
+                self._report_withheld(name, desired, allocations, busy, nodes)
                 body = {"apiVersion": API_VERSION, "kind": KIND,
                         "metadata": {"name": name, "namespace": self.kube.namespace,
                                      "annotations": {OWNERS_ANNOTATION: _owners_text(asking)},
@@ -422,18 +476,22 @@ class NodeSlices:
                         "spec": desired, "status": {"allocations": allocations}}
                 if self.kube.create(PLURAL, body) is not None:
                     log.info("created", node_slice_pool=name, spec=desired, nodes=_assigned(allocations))
-                    return
+                    return allocations
                 obj = self.kube.get(PLURAL, name)  # made meanwhile: start from it
                 continue
             before = list((obj.get("status") or {}).get("allocations") or [])
             spec = obj.get("spec") or {}
             if {"range": spec.get("range"), "sliceSize": spec.get("sliceSize")} != desired:
-                allocations = fresh_allocations(desired, nodes)
+                busy = self._busy(found_pools, set())
+                allocations = fresh_allocations(desired, nodes, list(busy))
                 why = f"range or slice size changed from {spec.get('range')} {spec.get('sliceSize')}"
             else:
+                # The pools nodes are on now keep their slices: only the others are looked into.
+                busy = self._busy(found_pools, _on(before, network_names))
                 held = self._held_nodes(name, network_names, unassigned_nodes(before, nodes))
-                allocations = assign(unassign(before, nodes, held), nodes)
+                allocations = assign(unassign(before, nodes, held), nodes, list(busy))
                 why = "nodes changed"
+            self._report_withheld(name, desired, allocations, busy, nodes)
             meta = obj["metadata"]
             stale = set(nad_owner_uids(obj)) - {uid for _, uid in local} - (undecided if local else set())
             refs = owner_references(list(meta.get("ownerReferences") or []), local, stale) or None
@@ -441,7 +499,7 @@ class NodeSlices:
             annotations = {**(meta.get("annotations") or {}), OWNERS_ANNOTATION: _owners_text({**kept, **asking})}
             if (allocations, refs, annotations, spec) == (before, meta.get("ownerReferences"),
                                                           meta.get("annotations"), desired):
-                return
+                return allocations
             new = {**obj, "metadata": {**meta, "ownerReferences": refs, "annotations": annotations},
                    "spec": desired, "status": {"allocations": allocations}}
             if refs is None:  # stored without the key: an empty list would differ on every pass
@@ -449,9 +507,59 @@ class NodeSlices:
             if self.kube.replace(PLURAL, new) is not None:
                 log.info("updated", node_slice_pool=name, why=why, spec=desired, nodes=_assigned(allocations),
                          freed=sorted(_assigned(before).keys() - _assigned(allocations).keys()))
-                return
+                return allocations
             obj = self.kube.get(PLURAL, name)  # changed or deleted meanwhile: decide again on what is stored
         log.warning("gave up for now: the pool kept changing", node_slice_pool=name)
+        return None
+
+    def _busy(self, found_pools: list[tuple[SlicePool, dict[str, Any]]], skip: set[str]) -> dict[SlicePool, int]:
+        """The slice pools (but those named in `skip`) holding addresses that may be live, with their count."""
+        counts = {sp: self._live_addresses(obj, sp) for sp, obj in found_pools if sp.name not in skip}
+        return {sp: n for sp, n in counts.items() if n}
+
+    def _report_withheld(self, name: str, desired: dict[str, str], allocations: list[dict[str, Any]],
+                         busy: dict[SlicePool, int], nodes: set[str]) -> None:
+        """Log what old slice pools with live addresses keep from the nodes (and when they stop), a slice
+        that overlaps one anyway (the Go controller gives such slices), and the nodes left without a slice."""
+        prefix = parse_slice_size(desired["sliceSize"])
+        on = {a.get("sliceRange"): a.get("nodeName") or "" for a in allocations}
+        now: set[tuple[str, str]] = set()
+        for sp, live in busy.items():
+            over = [(r, on[r]) for r in slices_over(sp.network, prefix) if r in on]
+            withheld = [r for r, node in over if not node]
+            clash = [f"{node} {r}" for r, node in over if node and (node, r) != (sp.node, str(sp.network))]
+            subject = f"{name}/{sp.name}"
+            if withheld:
+                now.add((subject, "withheld"))
+                self._report(subject, "withheld", "slice withheld: an old slice pool holds live addresses there",
+                             level="info", node_slice_pool=name, old_pool=sp.name, addresses=live, slices=withheld)
+            if clash:
+                now.add((subject, "clash"))
+                self._report(subject, "clash", "a node's slice overlaps an old slice pool holding live addresses: "
+                             "an address may be handed out twice", level="error", node_slice_pool=name,
+                             old_pool=sp.name, addresses=live, slices=clash)
+        for key in [k for k in self.reported if k[1] in ("withheld", "clash") and k[0].startswith(f"{name}/")]:
+            if key not in now:
+                del self.reported[key]
+                if key[1] == "withheld":
+                    log.info("slice no longer withheld: the old slice pool holds no live address",
+                             node_slice_pool=name, old_pool=key[0][len(name) + 1:])
+        self.withholding = self.withholding or bool(now)
+        waiting = sorted(nodes - set(on.values()))
+        if waiting:
+            self._report(name, "waiting", "nodes wait for a slice: every free slice is withheld or taken",
+                         node_slice_pool=name, nodes=waiting)
+        else:
+            self.reported.pop((name, "waiting"), None)
+
+    def _delete_drained(self, drained: dict[str, dict[str, Any]], current: set[str]) -> None:
+        """Delete the empty slice pools no node is on, as they were read: a write since keeps them."""
+        for name, obj in sorted(drained.items()):
+            if name in current:
+                continue
+            self._check_leading()
+            if self.kube.delete(POOLS, name, obj["metadata"]["resourceVersion"]):
+                log.info("deleted an empty old slice pool", ippool=name, range=dig(obj, "spec", "range"))
 
     def _held_nodes(self, name: str, network_names: list[str], gone: list[tuple[str, str]]) -> set[str]:
         """The gone nodes whose slice must stay theirs: its IPPool still holds an address of a live pod."""
@@ -481,7 +589,7 @@ class NodeSlices:
             if pool.undecodable:
                 return f"IPPool {pool_name} has entries that cannot be read: {', '.join(pool.undecodable)}"
             for podref in sorted({a.podref for a in pool.allocations.values() if a.podref}):
-                if "/" in podref and self.kube.pod_exists(podref):
+                if "/" in podref and self._pod_exists(podref):
                     return f"pod {podref} still holds an address in IPPool {pool_name}"
         return ""
 
@@ -490,6 +598,24 @@ class NodeSlices:
         meta = obj["metadata"]
         if self.kube.delete(PLURAL, meta["name"], meta["resourceVersion"]):
             log.info("deleted: no NAD asks for it any more", node_slice_pool=meta["name"])
+
+
+def _slice_pools(network_names: list[str], network: str, ippools: list[dict[str, Any]]
+                 ) -> list[tuple[SlicePool, dict[str, Any]]]:
+    """Every slice pool of the network (any node, any slice size inside its range), with its object."""
+    rng = ipaddress.ip_network(network)
+    found = []
+    for obj in ippools:
+        sp = next((p for n in network_names if (p := slice_pool_of(obj, n, rng)) is not None), None)
+        if sp is not None:
+            found.append((sp, obj))
+    return found
+
+
+def _on(allocations: list[dict[str, Any]], network_names: list[str]) -> set[str]:
+    """The names of the slice pools that nodes are on in `allocations`."""
+    return {slice_pool_name(n, a["nodeName"], a.get("sliceRange", ""))
+            for a in allocations if a.get("nodeName") for n in network_names}
 
 
 def _owners_text(owners: dict[str, str]) -> str:

@@ -495,14 +495,31 @@ class IPAM:
         every block of a split range when this node's own blocks had nothing)."""
         layout = self.layout(rng)
         if self.config.node_slice_prefix:
-            blk = self.node_slice(rng)
-            if blk is None:
-                self.log.info("no slice of this node to free in: nothing to do", range=rng.cidr, node=self.node)
-                return []
-            return self._release(blk, doomed)
+            return self._release_in_slices(rng, doomed, everywhere)
         if layout.sharded:
             return self._release_affine(layout, doomed, everywhere)
         return self._release(layout.block(0), doomed)
+
+    def _release_in_slices(self, rng: IPRange, doomed: Callable[[int, Allocation], bool], everywhere: bool
+                           ) -> list[str]:
+        """Free in this node's slice, then in the node's other slice pools of the network: a re-slicing
+        leaves them behind while pods hold addresses there (`whereabouts.core.slices`). One LIST finds
+        them: always for GC, for a DEL (`everywhere`) only when its own slice had nothing to free."""
+        from whereabouts.core.slices import slice_pool_of
+
+        blk = self.node_slice(rng)
+        freed = self._release(blk, doomed) if blk is not None else []
+        if freed and everywhere:
+            return freed
+        for obj in self.pools.list_pools():
+            old = slice_pool_of(obj, self.config.network_name, rng.network)
+            if old is None or old.node != self.node or (blk is not None and old.name == blk.name):
+                continue
+            if any(doomed(o, a) for o, a in decode_pool(obj, str(old.network)).allocations.items()):
+                freed += self._release(carve(rng, old.network, old.name), doomed)
+        if not freed and blk is None:
+            self.log.info("no slice of this node held anything to free", range=rng.cidr, node=self.node)
+        return freed
 
     def gc(self, valid: set[tuple[str, str]]) -> list[str]:
         """Free every allocation made on this node whose (container id, ifname) is not a valid attachment.
