@@ -329,7 +329,7 @@ def test_a_loop_whose_sweeps_fail_exits_1(tmp_path):
 def test_a_loop_exits_with_the_status_of_its_last_sweep(monkeypatch, sweeps, status):
     import argparse
 
-    from whereabouts.operator import cli
+    from whereabouts.operator import sweep
     from whereabouts.operator.kubeclient import KubeError
 
     todo = list(sweeps)
@@ -343,9 +343,9 @@ def test_a_loop_exits_with_the_status_of_its_last_sweep(monkeypatch, sweeps, sta
         return result
 
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    monkeypatch.setattr(cli, "_sweep_once", sweep_once)
+    monkeypatch.setattr(sweep, "_sweep_once", sweep_once)
     try:
-        assert cli.cmd_reconcile(argparse.Namespace(loop=True, interval=0.01), None) == status
+        assert sweep.cmd_reconcile(argparse.Namespace(loop=True, interval=0.01), None) == status
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
@@ -397,8 +397,7 @@ def split_range(cidr: str, block_size: int, network_name: str = "", **offsets) -
 
 
 def test_block_label_is_the_plugins():
-    from whereabouts.core.blocks import BLOCK_OF_LABEL
-    from whereabouts.operator.cli import block_label
+    from whereabouts.core.blocks import BLOCK_OF_LABEL, block_label
 
     [block] = split_range("10.64.0.0/22", 256, "blue", blk2=[5])
     assert block["metadata"]["labels"][BLOCK_OF_LABEL] == block_label("blue-10.64.0.0-22")
