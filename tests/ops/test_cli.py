@@ -246,6 +246,33 @@ def test_bad_arguments_are_usage_errors_naming_the_argument(argv, message):
     assert out.rc == 2 and out.err.startswith("usage: whereabouts") and out.err.endswith(f"error: {message}\n"), out
 
 
+SHORT_GRACE = ("usage: whereabouts", "error: --grace {} is below 70s: an ADD in flight holds an unheld reservation "
+               "for up to 60s (the plugin's default lock_timeout_ms), and timestamps need 10s more for resolution "
+               "and clock skew; add --unsafe-short-grace if no ADD can be running\n")
+
+
+@pytest.mark.parametrize("grace", ["0", "60", "69.5"])
+def test_a_grace_not_above_the_longest_add_is_refused_naming_the_rule(grace):
+    out = offline("reconcile", "--dry-run", "--grace", grace)
+    assert out.rc == 2 and out.out == "", out
+    assert out.err.startswith(SHORT_GRACE[0]) and out.err.endswith(SHORT_GRACE[1].format(grace)), out.err
+
+
+@pytest.mark.parametrize("argv", [["--grace", "70"], ["--grace", "0", "--unsafe-short-grace"]])
+def test_a_grace_above_the_longest_add_or_asked_for_explicitly_is_used(argv):
+    # It gets as far as the kubeconfig: the arguments were accepted.
+    out = offline("reconcile", *argv)
+    assert out.rc == 1 and out.err.startswith("whereabouts: error: kubeconfig /nonexistent/kubeconfig does not exist")
+
+
+def test_the_default_grace_is_above_the_longest_add_with_its_margin():
+    from whereabouts.operator import cli
+    from whereabouts.plugin.config import IPAMConfig
+
+    assert cli.LONGEST_ADD == IPAMConfig._defaults["lock_timeout_ms"] / 1000
+    assert cli.build_parser().parse_args(["reconcile"]).grace >= cli.LONGEST_ADD + cli.GRACE_MARGIN > cli.LONGEST_ADD
+
+
 def test_request_timeout_defaults_to_ten_seconds():
     from whereabouts.operator.cli import build_parser
 

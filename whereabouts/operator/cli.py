@@ -28,7 +28,14 @@ from whereabouts.operator.kubeclient import DEFAULT_TIMEOUT, Kube, KubeError, co
 from whereabouts.operator.output import EXIT_FAILED, OUTPUTS, Refused
 from whereabouts.operator.sweep import cmd_reconcile
 
-DEFAULT_GRACE = 60.0
+# The grace rule: an ADD holds its reservation without a pool entry for at most its whole budget, the plugin's
+# lock_timeout_ms (default 60000), so an unheld reservation younger than that may be an ADD in flight. Its age is
+# the sweeper's clock against a creationTimestamp of one-second resolution written by the API server's clock, hence
+# a margin. A shorter --grace is refused unless --unsafe-short-grace says that no ADD can be running.
+LONGEST_ADD = 60.0
+GRACE_MARGIN = 10.0  # one second of timestamp resolution and up to nine of clock skew
+MIN_GRACE = LONGEST_ADD + GRACE_MARGIN
+DEFAULT_GRACE = 120.0
 DEFAULT_INTERVAL = 300.0
 MIN_INTERVAL = 1.0  # below this a --loop hammers the API server
 
@@ -182,8 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "reservation that no allocation holds. Entries without a pod reference are kept.")
     reconcile.add_argument("--dry-run", action="store_true", help="report what would be freed, free nothing")
     reconcile.add_argument("--grace", type=_seconds, default=DEFAULT_GRACE, metavar="SECONDS",
-                           help="keep unheld reservations younger than this: an ADD in flight holds one "
-                                f"(default: {DEFAULT_GRACE:g}; keep it above the plugin's lock_timeout_ms)")
+                           help="keep unheld reservations younger than this: an ADD in flight holds one for up to "
+                                f"the plugin's lock_timeout_ms ({LONGEST_ADD:g}s by default), so the grace must be "
+                                f"at least that plus {GRACE_MARGIN:g}s for timestamp resolution and clock skew, "
+                                f"{MIN_GRACE:g}s; raise it with lock_timeout_ms (default: {DEFAULT_GRACE:g})")
+    reconcile.add_argument("--unsafe-short-grace", action="store_true",
+                           help=f"accept a --grace below {MIN_GRACE:g}s, which can free the reservation of an ADD "
+                                "in flight: only when no ADD can be running")
     reconcile.add_argument("--loop", action="store_true",
                            help="sweep every --interval seconds until SIGTERM or SIGINT; exit with the status "
                                 "of the last sweep")
@@ -219,6 +231,11 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "release" and not (args.pod or args.container):
         args.usage_error("release needs --pod NAMESPACE/NAME (or --container ID) to confirm whose address it is")
+    if args.command == "reconcile" and args.grace < MIN_GRACE and not args.unsafe_short_grace:
+        args.usage_error(f"--grace {args.grace:g} is below {MIN_GRACE:g}s: an ADD in flight holds an unheld "
+                         f"reservation for up to {LONGEST_ADD:g}s (the plugin's default lock_timeout_ms), and "
+                         f"timestamps need {GRACE_MARGIN:g}s more for resolution and clock skew; add "
+                         "--unsafe-short-grace if no ADD can be running")
     if args.command == "node-slices":
         if not args.retry_period < args.renew_deadline < args.lease_duration:
             args.usage_error("need --retry-period < --renew-deadline < --lease-duration")
