@@ -267,9 +267,9 @@ def test_a_grace_above_the_longest_add_or_asked_for_explicitly_is_used(argv):
 
 def test_the_default_grace_is_above_the_longest_add_with_its_margin():
     from whereabouts.operator import cli
-    from whereabouts.plugin.config import IPAMConfig
+    from whereabouts.plugin.keys import KEYS
 
-    assert cli.LONGEST_ADD == IPAMConfig._defaults["lock_timeout_ms"] / 1000
+    assert cli.LONGEST_ADD == KEYS["lock_timeout_ms"].default / 1000
     assert cli.build_parser().parse_args(["reconcile"]).grace >= cli.LONGEST_ADD + cli.GRACE_MARGIN > cli.LONGEST_ADD
 
 
