@@ -11,13 +11,14 @@
 # appended to $CACHE_ROOT/build-times.log.
 set -euo pipefail
 
+LOG_TAG="build-control-plane"
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+
 ETCD_VERSION="${ETCD_VERSION:-v3.5.35}"
 K8S_VERSION="${K8S_VERSION:-v1.35.4}"
-CACHE_ROOT="${WHEREABOUTS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/whereabouts-testenv}"
 BIN_DIR="$CACHE_ROOT/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
 
-say() { echo "[build-control-plane] $*" >&2; }
-fail() { say "FAILED at step: $*"; exit 1; }
 
 command -v go >/dev/null || fail "find go (install Go 1.25 or newer)"
 mkdir -p "$BIN_DIR"

@@ -15,16 +15,15 @@
 # Each build's wall time is appended to $CACHE_ROOT/build-times.log.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOG_TAG="build-node"
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 CONTAINERD_VERSION="${CONTAINERD_VERSION:-v2.2.9}"
 MULTUS_VERSION="${MULTUS_VERSION:-v4.2.3}"
 CRICTL_VERSION="${CRICTL_VERSION:-v1.34.0}"
-CACHE_ROOT="${WHEREABOUTS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/whereabouts-testenv}"
 BIN_DIR="$CACHE_ROOT/node-containerd-$CONTAINERD_VERSION-multus-$MULTUS_VERSION-crictl-$CRICTL_VERSION"
 NICE=(nice -n 19)
 
-say() { echo "[build-node] $*" >&2; }
-fail() { say "FAILED at step: $*"; exit 1; }
 
 command -v go >/dev/null || fail "find go (install Go 1.25 or newer)"
 mkdir -p "$BIN_DIR"

@@ -21,23 +21,18 @@
 # bounds the wait for the API server.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOG_TAG="cluster"
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 DIR="$(realpath -m "${WHEREABOUTS_CLUSTER_DIR:-$ROOT/.cluster}")"
 READY_TIMEOUT="${WHEREABOUTS_READY_TIMEOUT:-90}"
 MARKER="$DIR/.whereabouts-cluster"
 SA_ISSUER="https://kubernetes.default.svc.cluster.local"
 
-say() { echo "[cluster] $*" >&2; }
-LOG_TAG=cluster
-STEP="start"
-step() { STEP="$*"; say "$*"; }
-# shellcheck disable=SC2154  # rc is assigned inside the trap string
-trap 'rc=$?; if [[ $rc -ne 0 && $STEP != "-" ]]; then say "FAILED at step: $STEP (exit $rc)"; fi' EXIT
-die() { say "$*"; exit 1; }
+trap report_failure EXIT
 # shellcheck source=lib/daemons.sh
 source "$ROOT/hack/lib/daemons.sh"
 
-usage() { sed -n '2,/^set /{/^#/p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
 
 # --- helpers -----------------------------------------------------------------
 

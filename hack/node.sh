@@ -33,10 +33,11 @@
 # /usr/lib/cni (Debian's containernetworking-plugins) and our Multus.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOG_TAG="node"
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 DIR="$(realpath -m "${WHEREABOUTS_NODE_DIR:-$ROOT/.node}")"
 MARKER="$DIR/.whereabouts-node"
-CACHE_ROOT="${WHEREABOUTS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/whereabouts-testenv}"
 NODE_NAME="$(hostname | tr '[:upper:]' '[:lower:]')"
 SOCK="$DIR/containerd.sock"
 DOCKER_SOCK="$DIR/docker.sock"
@@ -46,16 +47,9 @@ PAUSE_IMAGE="localhost/whereabouts-node/pause:1"
 BUSYBOX_IMAGE="localhost/whereabouts-node/busybox:1.35"
 READY_TIMEOUT="${WHEREABOUTS_NODE_READY_TIMEOUT:-180}"
 
-say() { echo "[node] $*" >&2; }
-LOG_TAG=node
-STEP="start"
-step() { STEP="$*"; say "$*"; }
-# shellcheck disable=SC2154  # rc is assigned inside the trap string
-trap 'rc=$?; if [[ $rc -ne 0 && $STEP != "-" ]]; then say "FAILED at step: $STEP (exit $rc)"; fi' EXIT
-die() { say "$*"; exit 1; }
+trap report_failure EXIT
 # shellcheck source=lib/daemons.sh
 source "$ROOT/hack/lib/daemons.sh"
-usage() { sed -n '2,/^set /{/^#/p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
 
 [[ $EUID -eq 0 ]] || { STEP="-"; die "hack/node.sh needs root (containers, mounts, network namespaces)"; }
 
