@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Sourced by hack/node.sh: the node's images, made here and loaded into containerd. Uses its variables (DIR, SOCK, NODE_BIN, ...) and hack/lib/common.sh.
+# Sourced by hack/node.sh: the node's images, made here and loaded into containerd.
+# Uses its variables (DIR, SOCK, NODE_BIN, ...) and hack/lib/common.sh.
 
 # --- images --------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Sourced by hack/node.sh: the CNI config of the node and the kubelet, its config, start-up and readiness. Uses its variables (DIR, SOCK, NODE_BIN, ...) and hack/lib/common.sh.
+# Sourced by hack/node.sh: the CNI config of the node and the kubelet, its config, start-up and readiness.
+# Uses its variables (DIR, SOCK, NODE_BIN, ...) and hack/lib/common.sh.
 
 # --- CNI -----------------------------------------------------------------------
 

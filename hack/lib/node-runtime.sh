@@ -1,5 +1,17 @@
 # shellcheck shell=bash
-# Sourced by hack/node.sh: the Docker engine and containerd, their configs and start-up. Uses its variables (DIR, SOCK, NODE_BIN, ...) and hack/lib/common.sh.
+# Sourced by hack/node.sh: the Docker engine and containerd, their configs and start-up.
+# Uses its variables (DIR, SOCK, NODE_BIN, ...) and hack/lib/common.sh.
+
+# await_daemon NAME PAUSE CMD...: poll CMD every PAUSE seconds until it answers; NAME exiting, or
+# 60 s without an answer, is fatal (with NAME's log).
+await_daemon() {
+  local name="$1" pause="$2" deadline=$((SECONDS + 60)); shift 2
+  until "$@" >/dev/null 2>&1; do
+    our_pid "$name" >/dev/null || { show_log "$name"; die "$name exited"; }
+    ((SECONDS < deadline)) || { show_log "$name"; die "$name did not answer in 60s"; }
+    sleep "$pause"
+  done
+}
 
 # --- Docker engine ---------------------------------------------------------------
 
@@ -22,12 +34,7 @@ start_dockerd() {
     --iptables=false --ip6tables=false --ip-masq=false --bridge=none \
     --userland-proxy=false \
     --log-level=warn
-  local deadline=$((SECONDS + 60))
-  until docker_ version >/dev/null 2>&1; do
-    our_pid dockerd >/dev/null || { show_log dockerd; die "dockerd exited"; }
-    ((SECONDS < deadline)) || { show_log dockerd; die "dockerd did not answer in 60s"; }
-    sleep 0.5
-  done
+  await_daemon dockerd 0.5 docker_ version
 }
 
 # --- containerd ----------------------------------------------------------------
@@ -82,10 +89,5 @@ start_containerd() {
   write_containerd_config
   step "starting containerd $("$NODE_BIN/containerd" --version | awk '{print $3}') ($SOCK)"
   launch containerd env PATH="$NODE_BIN:$PATH" "$NODE_BIN/containerd" --config "$DIR/containerd.toml"
-  local deadline=$((SECONDS + 60))
-  until ctr version >/dev/null 2>&1; do
-    our_pid containerd >/dev/null || { show_log containerd; die "containerd exited"; }
-    ((SECONDS < deadline)) || { show_log containerd; die "containerd did not answer in 60s"; }
-    sleep 0.3
-  done
+  await_daemon containerd 0.3 ctr version
 }

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Sourced by hack/node.sh: what `down` removes: pods, leftovers, mounts, cgroups, iptables chains, paths. Uses its variables (DIR, SOCK, NODE_BIN, ...) and hack/lib/common.sh.
+# Sourced by hack/node.sh: what `down` removes: pods, leftovers, mounts, cgroups, iptables chains, paths.
+# Uses its variables (DIR, SOCK, NODE_BIN, ...) and hack/lib/common.sh.
 
 # Everything below is best effort but reported: down goes on after a failure
 # and exits non-zero if something of ours is left.
