@@ -34,6 +34,7 @@ COPY whereabouts ./whereabouts
 RUN python3 -m venv /opt/build-venv \
  && /opt/build-venv/bin/python -m pip install --no-cache-dir '.[build]'
 COPY hack/build.sh ./hack/build.sh
+COPY hack/lib/common.sh ./hack/lib/common.sh
 RUN PYTHON=/opt/build-venv/bin/python bash hack/build.sh --no-bench
 
 FROM ${RUNTIME_IMAGE}

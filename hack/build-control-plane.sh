@@ -11,34 +11,22 @@
 # appended to $CACHE_ROOT/build-times.log.
 set -euo pipefail
 
+LOG_TAG="build-control-plane"
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+
 ETCD_VERSION="${ETCD_VERSION:-v3.5.35}"
 K8S_VERSION="${K8S_VERSION:-v1.35.4}"
-CACHE_ROOT="${WHEREABOUTS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/whereabouts-testenv}"
 BIN_DIR="$CACHE_ROOT/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
 
-say() { echo "[build-control-plane] $*" >&2; }
-fail() { say "FAILED at step: $*"; exit 1; }
-
-command -v go >/dev/null || fail "find go (install Go 1.25 or newer)"
+# shellcheck source=hack/lib/go-build.sh
+source "$ROOT/hack/lib/go-build.sh"
 mkdir -p "$BIN_DIR"
-NICE=(nice -n 19)
 
-# timed NAME CMD...: run CMD, then log how long it took.
-timed() {
-  local name="$1" start=$SECONDS; shift
-  "$@" || return
-  local took=$((SECONDS - start))
-  say "$name built in ${took}s"
-  echo "$(date -u +%FT%TZ) $name ${took}s" >>"$CACHE_ROOT/build-times.log"
-}
-
-# A scratch module per binary: each one only requires the upstream module, so
-# the upstream go.mod's local replace lines do not apply.
 build_etcd() {
   [[ -x "$BIN_DIR/etcd" ]] && { say "etcd $ETCD_VERSION cached"; return; }
   local mod="$CACHE_ROOT/src/etcd-$ETCD_VERSION"
-  mkdir -p "$mod"; cd "$mod"
-  [[ -f go.mod ]] || go mod init testenv-etcd >/dev/null 2>&1 || fail "etcd: go mod init"
+  scratch_module etcd "$mod"
   say "etcd $ETCD_VERSION: fetching modules"
   go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >&2 || fail "etcd: go get go.etcd.io/etcd/server/v3@$ETCD_VERSION"
   say "etcd $ETCD_VERSION: building (a few minutes on 2 cores)"
@@ -51,8 +39,7 @@ build_etcd() {
 k8s_module() {
   local mod="$CACHE_ROOT/src/kubernetes-$K8S_VERSION"
   local staging="v0.${K8S_VERSION#v1.}"
-  mkdir -p "$mod"; cd "$mod"
-  [[ -f go.mod ]] || go mod init testenv-k8s >/dev/null 2>&1 || fail "k8s: go mod init"
+  scratch_module k8s "$mod"
   grep -q 'k8s.io/kubernetes v' go.mod && return 0
   say "k8s.io/kubernetes $K8S_VERSION: reading its go.mod"
   local upstream

@@ -12,15 +12,16 @@
 # `nodeslicecontroller` next to it.
 set -euo pipefail
 
+LOG_TAG="build-go-whereabouts"
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+
 VERSION="${GO_WHEREABOUTS_VERSION:-v0.9.4}"
 MODULE="github.com/k8snetworkplumbingwg/whereabouts"
-CACHE_ROOT="${WHEREABOUTS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/whereabouts-testenv}"
 OUT_DIR="$CACHE_ROOT/go-whereabouts-$VERSION"
 BIN="$OUT_DIR/whereabouts"
 CONTROLLER="$OUT_DIR/nodeslicecontroller"
 
-say() { echo "[build-go-whereabouts] $*" >&2; }
-fail() { say "FAILED at step: $*"; exit 1; }
 
 [[ "$VERSION" =~ ^v[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?$ ]] \
   || fail "check GO_WHEREABOUTS_VERSION ('$VERSION' is not a module version like v0.9.4)"

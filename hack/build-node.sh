@@ -15,36 +15,24 @@
 # Each build's wall time is appended to $CACHE_ROOT/build-times.log.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOG_TAG="build-node"
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 CONTAINERD_VERSION="${CONTAINERD_VERSION:-v2.2.9}"
 MULTUS_VERSION="${MULTUS_VERSION:-v4.2.3}"
 CRICTL_VERSION="${CRICTL_VERSION:-v1.34.0}"
-CACHE_ROOT="${WHEREABOUTS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/whereabouts-testenv}"
 BIN_DIR="$CACHE_ROOT/node-containerd-$CONTAINERD_VERSION-multus-$MULTUS_VERSION-crictl-$CRICTL_VERSION"
-NICE=(nice -n 19)
 
-say() { echo "[build-node] $*" >&2; }
-fail() { say "FAILED at step: $*"; exit 1; }
-
-command -v go >/dev/null || fail "find go (install Go 1.25 or newer)"
+# shellcheck source=hack/lib/go-build.sh
+source "$ROOT/hack/lib/go-build.sh"
 mkdir -p "$BIN_DIR"
-
-# timed NAME CMD...: run CMD, then log how long it took.
-timed() {
-  local name="$1" start=$SECONDS; shift
-  "$@" || return
-  local took=$((SECONDS - start))
-  say "$name built in ${took}s"
-  echo "$(date -u +%FT%TZ) $name ${took}s" >>"$CACHE_ROOT/build-times.log"
-}
 
 build_containerd() {
   if [[ -x "$BIN_DIR/containerd" && -x "$BIN_DIR/containerd-shim-runc-v2" && -x "$BIN_DIR/ctr" ]]; then
     say "containerd $CONTAINERD_VERSION cached"; return
   fi
   local mod="$CACHE_ROOT/src/containerd-$CONTAINERD_VERSION" pkg="github.com/containerd/containerd/v2"
-  mkdir -p "$mod"; cd "$mod"
-  [[ -f go.mod ]] || go mod init testenv-containerd >/dev/null 2>&1 || fail "containerd: go mod init"
+  scratch_module containerd "$mod"
   say "containerd $CONTAINERD_VERSION: fetching modules"
   # The package paths, not the module alone: that leaves go.sum short.
   go get "$pkg/cmd/containerd@$CONTAINERD_VERSION" "$pkg/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION" \
@@ -65,8 +53,7 @@ build_containerd() {
 build_multus() {
   [[ -x "$BIN_DIR/multus" ]] && { say "multus $MULTUS_VERSION cached"; return; }
   local mod="$CACHE_ROOT/src/multus-$MULTUS_VERSION" pkg="gopkg.in/k8snetworkplumbingwg/multus-cni.v4"
-  mkdir -p "$mod"; cd "$mod"
-  [[ -f go.mod ]] || go mod init testenv-multus >/dev/null 2>&1 || fail "multus: go mod init"
+  scratch_module multus "$mod"
   say "multus $MULTUS_VERSION: fetching modules (an exact version: listing them is refused)"
   go get "$pkg/cmd/multus@$MULTUS_VERSION" >&2 || fail "multus: go get"
   say "multus $MULTUS_VERSION: building the thin plugin"
@@ -78,8 +65,7 @@ build_multus() {
 build_crictl() {
   [[ -x "$BIN_DIR/crictl" ]] && { say "crictl $CRICTL_VERSION cached"; return; }
   local mod="$CACHE_ROOT/src/cri-tools-$CRICTL_VERSION" pkg="sigs.k8s.io/cri-tools"
-  mkdir -p "$mod"; cd "$mod"
-  [[ -f go.mod ]] || go mod init testenv-crictl >/dev/null 2>&1 || fail "crictl: go mod init"
+  scratch_module crictl "$mod"
   say "crictl $CRICTL_VERSION: fetching modules"
   go get "$pkg/cmd/crictl@$CRICTL_VERSION" >&2 || fail "crictl: go get"
   say "crictl $CRICTL_VERSION: building"

@@ -30,7 +30,9 @@
 #   Dockerfile uses Debian bullseye, glibc 2.31) to reach older nodes.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOG_TAG="build"
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 cd "$ROOT"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 BUILD="$ROOT/build/pyinstaller"
@@ -38,15 +40,12 @@ DIST="$ROOT/dist"
 BENCH=1
 [[ "${1:-}" == "--no-bench" ]] && BENCH=0
 
-say() { echo "[build] $*" >&2; }
-STEP="start"
-step() { STEP="$*"; say "$*"; }
 EMPTY=""
 # shellcheck disable=SC2317  # called by the EXIT trap
 on_exit() {
   local rc=$?
   [[ -n "$EMPTY" ]] && rm -rf "$EMPTY"
-  if [[ $rc -ne 0 ]]; then say "FAILED at step: $STEP (exit $rc)"; fi
+  report_failure "$rc"
 }
 trap on_exit EXIT
 

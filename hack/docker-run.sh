@@ -28,12 +28,9 @@
 # user allowed to enter the container's network namespace), docker, python3.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-QUIET=0
-say() { [[ $QUIET -eq 1 ]] || echo "[docker-run] $*" >&2; }
-STEP="start"
-step() { STEP="$*"; say "$*"; }
-usage() { sed -n '2,/^set /{/^#/p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
+LOG_TAG="docker-run"
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 CONFS=() PATH_ARG=""
 CNI_ARGS="${CNI_ARGS:-}" CAP_ARGS="${CAP_ARGS:-}"
@@ -76,8 +73,7 @@ teardown() {
 # shellcheck source=hack/lib/cni-env.sh
 source "$ROOT/hack/lib/cni-env.sh"
 trap teardown EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+exit_on_signals
 setup_cni_env
 
 step "starting the pause container ($PAUSE_IMAGE, --net=none)"

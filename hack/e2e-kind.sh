@@ -17,7 +17,9 @@
 # E2E_RANGE [10.200.0.0/24]. Needs docker, kind, kubectl and curl; not root.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOG_TAG="e2e-kind"
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 CLUSTER="${KIND_CLUSTER:-whereabouts-e2e}"
 IMAGE="${IMAGE:-whereabouts:e2e}"
 MULTUS_VERSION="${MULTUS_VERSION:-v4.1.4}"
@@ -29,9 +31,6 @@ NS=kube-system
 KEEP=0
 [[ "${1:-}" == "--keep" ]] && KEEP=1
 
-say() { echo "[e2e-kind] $*" >&2; }
-STEP="start"
-step() { STEP="$*"; say "$*"; }
 WORK="$(mktemp -d -t e2e-kind.XXXXXX)"
 CREATED=0
 
@@ -57,8 +56,7 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+exit_on_signals
 
 k() { kubectl --context "kind-$CLUSTER" "$@"; }
 

@@ -36,10 +36,13 @@
 # Progress and results go to stderr; exit status 0 only if every step succeeded.
 set -euo pipefail
 
-say() { echo "[exec-plugins] $*" >&2; }
+LOG_TAG="exec-plugins"
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+
 
 if [[ $# -ne 3 || ! "$1" =~ ^(add|check|del)$ ]]; then
-  sed -n '2,/^set /{/^#/p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  usage
   exit 2
 fi
 

@@ -26,8 +26,9 @@
 # Prints the tag on stdout.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CACHE_ROOT="${WHEREABOUTS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/whereabouts-testenv}"
+LOG_TAG="image"
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 IMAGES="$CACHE_ROOT/images"
 SUITE=bookworm
 BUILD_BASE="localhost/whereabouts-base/$SUITE-python:1"
@@ -35,15 +36,12 @@ RUNTIME_BASE="localhost/whereabouts-base/$SUITE:1"
 BUILD_PACKAGES="python3,python3-venv,python3-pip,python-is-python3,libpython3.11,binutils,ca-certificates"
 RUNTIME_PACKAGES="ca-certificates"
 
-say() { echo "[image] $*" >&2; }
-STEP="start"
-step() { STEP="$*"; say "$*"; }
 WORK=""
 # shellcheck disable=SC2154,SC2317  # rc is assigned inside the trap; called by the trap
 on_exit() {
   local rc=$?
   [[ -n "$WORK" ]] && rm -rf "$WORK"
-  if [[ $rc -ne 0 ]]; then say "FAILED at step: $STEP (exit $rc)"; fi
+  report_failure "$rc"
 }
 trap on_exit EXIT
 

@@ -30,12 +30,9 @@
 # Needs root, iproute2 and python3.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-QUIET=0
-say() { [[ $QUIET -eq 1 ]] || echo "[netns-run] $*" >&2; }
-STEP="start"
-step() { STEP="$*"; say "$*"; }
-usage() { sed -n '2,/^set /{/^#/p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
+LOG_TAG="netns-run"
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 NAME="" ID="" CONFS=() PATH_ARG=""
 CNI_ARGS="${CNI_ARGS:-}" CAP_ARGS="${CAP_ARGS:-}"
@@ -81,8 +78,7 @@ teardown() {
 # shellcheck source=hack/lib/cni-env.sh
 source "$ROOT/hack/lib/cni-env.sh"
 trap teardown EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+exit_on_signals
 setup_cni_env
 
 step "creating network namespace $NAME"

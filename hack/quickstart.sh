@@ -12,12 +12,11 @@
 # WHEREABOUTS_CLUSTER_DIR picks the control plane's state dir as in hack/cluster.sh.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOG_TAG="quickstart"
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 cd "$ROOT"
 
-say() { echo "[quickstart] $*" >&2; }
-STEP="start"
-step() { STEP="$*"; say "$*"; }
 show() { printf '%s\n' "$*"; }
 
 [[ $EUID -eq 0 ]] || { say "FAILED at step: check for root (network namespaces need it; try sudo)"; exit 1; }
@@ -118,8 +117,7 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+exit_on_signals
 
 step "hack/setup.sh (system packages, .venv, control-plane binaries)"
 bash "$ROOT/hack/setup.sh"

@@ -11,7 +11,9 @@
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOG_TAG="setup"
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.whereabouts-install-stamp"
 APT_PACKAGES=(containernetworking-plugins iproute2 iputils-ping openssl procps curl time iptables util-linux)
@@ -21,11 +23,8 @@ NODE=1
 # for the base images, a static busybox for the test pods' image.
 ((NODE)) && APT_PACKAGES+=(runc docker.io debootstrap busybox-static)
 
-say() { echo "[setup] $*" >&2; }
-STEP="start"
-step() { STEP="$*"; say "$*"; }
 # shellcheck disable=SC2154  # rc is assigned inside the trap string
-trap 'rc=$?; if [[ $rc -ne 0 ]]; then say "FAILED at step: $STEP (exit $rc)"; fi' EXIT
+trap report_failure EXIT
 
 pkg_installed() {
   [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" == "install ok installed" ]]
@@ -89,7 +88,6 @@ fi
 
 # --- 3. Control-plane binaries -----------------------------------------------
 step "building/reusing the control plane's binaries (hack/build-control-plane.sh)"
-CACHE_ROOT="${WHEREABOUTS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/whereabouts-testenv}"
 mkdir -p "$CACHE_ROOT"
 # Serialise builds started from here (setup.sh, cluster.sh) on one lock.
 if command -v flock >/dev/null; then

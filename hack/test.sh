@@ -9,12 +9,11 @@
 # exit code.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOG_TAG="test"
+# shellcheck source=hack/lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 cd "$ROOT"
 
-say() { echo "[test] $*" >&2; }
-STEP="start"
-step() { STEP="$*"; say "$*"; }
 
 started=0
 node_before=1

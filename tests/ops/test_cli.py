@@ -246,6 +246,33 @@ def test_bad_arguments_are_usage_errors_naming_the_argument(argv, message):
     assert out.rc == 2 and out.err.startswith("usage: whereabouts") and out.err.endswith(f"error: {message}\n"), out
 
 
+SHORT_GRACE = ("usage: whereabouts", "error: --grace {} is below 70s: an ADD in flight holds an unheld reservation "
+               "for up to 60s (the plugin's default lock_timeout_ms), and timestamps need 10s more for resolution "
+               "and clock skew; add --unsafe-short-grace if no ADD can be running\n")
+
+
+@pytest.mark.parametrize("grace", ["0", "60", "69.5"])
+def test_a_grace_not_above_the_longest_add_is_refused_naming_the_rule(grace):
+    out = offline("reconcile", "--dry-run", "--grace", grace)
+    assert out.rc == 2 and out.out == "", out
+    assert out.err.startswith(SHORT_GRACE[0]) and out.err.endswith(SHORT_GRACE[1].format(grace)), out.err
+
+
+@pytest.mark.parametrize("argv", [["--grace", "70"], ["--grace", "0", "--unsafe-short-grace"]])
+def test_a_grace_above_the_longest_add_or_asked_for_explicitly_is_used(argv):
+    # It gets as far as the kubeconfig: the arguments were accepted.
+    out = offline("reconcile", *argv)
+    assert out.rc == 1 and out.err.startswith("whereabouts: error: kubeconfig /nonexistent/kubeconfig does not exist")
+
+
+def test_the_default_grace_is_above_the_longest_add_with_its_margin():
+    from whereabouts.operator import cli
+    from whereabouts.plugin.keys import KEYS
+
+    assert cli.LONGEST_ADD == KEYS["lock_timeout_ms"].default / 1000
+    assert cli.build_parser().parse_args(["reconcile"]).grace >= cli.LONGEST_ADD + cli.GRACE_MARGIN > cli.LONGEST_ADD
+
+
 def test_request_timeout_defaults_to_ten_seconds():
     from whereabouts.operator.cli import build_parser
 
@@ -329,7 +356,7 @@ def test_a_loop_whose_sweeps_fail_exits_1(tmp_path):
 def test_a_loop_exits_with_the_status_of_its_last_sweep(monkeypatch, sweeps, status):
     import argparse
 
-    from whereabouts.operator import cli
+    from whereabouts.operator import sweep
     from whereabouts.operator.kubeclient import KubeError
 
     todo = list(sweeps)
@@ -343,9 +370,9 @@ def test_a_loop_exits_with_the_status_of_its_last_sweep(monkeypatch, sweeps, sta
         return result
 
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    monkeypatch.setattr(cli, "_sweep_once", sweep_once)
+    monkeypatch.setattr(sweep, "_sweep_once", sweep_once)
     try:
-        assert cli.cmd_reconcile(argparse.Namespace(loop=True, interval=0.01), None) == status
+        assert sweep.cmd_reconcile(argparse.Namespace(loop=True, interval=0.01), None) == status
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
@@ -397,8 +424,7 @@ def split_range(cidr: str, block_size: int, network_name: str = "", **offsets) -
 
 
 def test_block_label_is_the_plugins():
-    from whereabouts.core.blocks import BLOCK_OF_LABEL
-    from whereabouts.operator.cli import block_label
+    from whereabouts.core.blocks import BLOCK_OF_LABEL, block_label
 
     [block] = split_range("10.64.0.0/22", 256, "blue", blk2=[5])
     assert block["metadata"]["labels"][BLOCK_OF_LABEL] == block_label("blue-10.64.0.0-22")

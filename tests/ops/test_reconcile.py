@@ -79,11 +79,11 @@ def test_unheld_reservations_wait_for_the_grace_period(pools, pods, reserve, wb)
 
     young = wb("reconcile", "-o", "json")
     assert young.json["freed"] == [] and sorted(young.json["deferred"]) == ["10.10.0.77", "blue-10.10.0.78"]
-    text = wb("reconcile", "--dry-run", "--grace", "0")
+    text = wb("reconcile", "--dry-run", "--grace", "0", "--unsafe-short-grace")
     assert "Would free 0 allocation(s) and 2 reservation(s)" in text.out
     assert len(pools.reservations()) == 3
 
-    swept = wb("reconcile", "--grace", "0", "-o", "json")
+    swept = wb("reconcile", "--grace", "0", "--unsafe-short-grace", "-o", "json")
     assert sorted(f["name"] for f in swept.json["freed"]) == ["10.10.0.77", "blue-10.10.0.78"]
     assert names(pools.reservations()) == ["ab-fd00--5"]
     assert wb("check").rc == 0
@@ -192,7 +192,7 @@ def test_blocks_of_a_named_network(netconf, pools, pods, wb):
     assert len(blocks) > 1 and all(b.startswith("blue-10.10.0.0-24-blk") for b in blocks)
     assert wb("check").rc == 0
 
-    out = wb("reconcile", "--grace", "0", "-o", "json").json
+    out = wb("reconcile", "--grace", "0", "--unsafe-short-grace", "-o", "json").json
     assert sorted(f["pod"] for f in out["freed"] if f["kind"] == "allocation") == [f"{ns}/dead-{i}" for i in range(6)]
     assert len([f for f in out["freed"] if f["kind"] == "reservation"]) == 6
     held = {r["spec"]["podref"] for r in pools.reservations()}
@@ -216,9 +216,10 @@ def test_empty_blocks_of_deleted_nodes_are_released(netconf, pools, pods, wb, ku
         run(conf, "DEL", container_id="a", pod="on-1", pod_namespace=ns, env={"NODENAME": f"{ns}-node-1"}).ok()
         names = sorted(p["metadata"]["name"] for p in pools.pools())
         assert names == ["10.66.0.0-24-blk0", "10.66.0.0-24-blk1"]
-        out = wb("reconcile", "--grace", "0", "-o", "json").json  # frees on-2's entry (no such pod)
+        sweep = ("reconcile", "--grace", "0", "--unsafe-short-grace", "-o", "json")
+        out = wb(*sweep).json  # frees on-2's entry (no such pod)
         assert [f["kind"] for f in out["freed"]] == ["allocation", "reservation"]
-        out = wb("reconcile", "--grace", "0", "-o", "json").json  # then node-2's empty block
+        out = wb(*sweep).json  # then node-2's empty block
         assert [(f["kind"], f["name"]) for f in out["freed"]] == [("block", "10.66.0.0-24-blk1")]
         assert sorted(p["metadata"]["name"] for p in pools.pools()) == ["10.66.0.0-24-blk0"]
     finally:

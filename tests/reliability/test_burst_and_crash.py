@@ -124,7 +124,8 @@ def test_killed_invocations_never_duplicate_and_never_wedge(netconf, pools, pods
     orphans = reserved - {ip.split("/")[0] for ip in live.values()}
     cli = [sys.executable, "-m", "whereabouts"]
     scope = ["--kubeconfig", str(namespace_kubeconfig), "-n", namespace]
-    subprocess.run([*cli, "reconcile", "--grace", "0", *scope], check=True, capture_output=True, timeout=120)
+    subprocess.run([*cli, "reconcile", "--grace", "0", "--unsafe-short-grace", *scope], check=True,
+                   capture_output=True, timeout=120)
     left = {r["metadata"]["name"] for r in pools.reservations()} - {ip.split("/")[0] for ip in live.values()}
     assert not left
     check = subprocess.run([*cli, "check", *scope], capture_output=True, text=True, timeout=120)

@@ -11,7 +11,8 @@ import pytest
 
 from whereabouts.errors import TryAgainLater
 from whereabouts.k8s.api import Response
-from whereabouts.k8s.lease import CLOCK_SKEW_S, LeaseLock, micro_time
+from whereabouts.k8s.lease import CLOCK_SKEW_S, LeaseLock
+from whereabouts.core.rfc3339 import format_time as micro_time
 
 
 class ScriptedAPI:

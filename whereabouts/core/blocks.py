@@ -8,7 +8,7 @@ addresses. It is opt-in because a pool layout must never change under a running
 cluster: the Go plugin, or an older config, would keep using the single pool. Each block is an
 IPPool of its own (spec.range is the block's CIDR, so its offsets decode on their
 own) that one node claims (`BLOCK_NODE_ANNOTATION`) and then allocates in without a
-Lease (see `whereabouts.plugin.affinity`). With `node_slice_size`, the node's slice
+Lease (see `whereabouts.core.affinity`). With `node_slice_size`, the node's slice
 (`whereabouts.core.slices`) is the one pool it uses.
 """
 
@@ -39,6 +39,13 @@ def parent_pool_name(name: str) -> str:
     """The name of the pool a block's name was made from (the name itself when it is not a block's)."""
     head, sep, index = name.rpartition(_BLOCK_INFIX)
     return head if sep and index.isascii() and index.isdigit() else name
+
+
+def block_label(name: str) -> str:
+    """The `block-of` label value of the blocks of the range whose single pool would be named `name`."""
+    import hashlib
+
+    return hashlib.sha256(name.encode()).hexdigest()[:40]
 
 
 class Block(Record):
@@ -82,9 +89,7 @@ class Layout(Record):
     @property
     def label(self) -> str:
         """A label value naming the range (pool names can be longer than a label allows)."""
-        import hashlib
-
-        return hashlib.sha256(pool_name(self.rng.cidr, self.network_name).encode()).hexdigest()[:40]
+        return block_label(self.name)
 
     @property
     def name(self) -> str:

@@ -22,6 +22,7 @@ import time
 from whereabouts.errors import IOFailure, OutcomeUnknown, TryAgainLater
 from whereabouts.k8s.store import dig
 from whereabouts.k8s.urls import quote
+from whereabouts.core.rfc3339 import format_time, parse_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -32,25 +33,7 @@ if TYPE_CHECKING:
 MANAGED_BY = {"app.kubernetes.io/managed-by": "whereabouts"}
 # How far the clocks of two nodes may disagree when a waiter judges a Lease by its renewTime.
 CLOCK_SKEW_S = 2.0
-
-
-def micro_time(ts: float | None = None) -> str:
-    """A Kubernetes MicroTime (RFC 3339 in UTC with microseconds)."""
-    ts = time.time() if ts is None else ts
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1_000_000):06d}Z"
-
-
-def parse_micro_time(text: Any) -> float | None:
-    """Seconds since the epoch of an RFC 3339 time, or None when it is not one."""
-    if not isinstance(text, str):
-        return None
-    import datetime  # only waiters on a held Lease get here
-
-    try:
-        when = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return when.timestamp() if when.tzinfo is not None else None
+micro_time = format_time  # as operator/nodeslices.py imports it; new code imports whereabouts.core.rfc3339
 
 
 class LeaseLock:
@@ -75,7 +58,7 @@ class LeaseLock:
         self._stop = _thread.allocate_lock()  # held while the renewer should keep going
 
     def _spec(self, transitions: int) -> dict[str, Any]:
-        now = micro_time()
+        now = format_time()
         return {
             "holderIdentity": self.identity,
             "leaseDurationSeconds": self.duration_s,
@@ -143,7 +126,7 @@ class LeaseLock:
         or after the record's own renewTime (plus CLOCK_SKEW_S), whichever comes first."""
         duration = self._duration(spec)
         expires = observed_at + duration
-        renewed = parse_micro_time(spec.get("renewTime"))
+        renewed = parse_time(spec.get("renewTime"))
         if renewed is not None:
             expires = min(expires, time.monotonic() + renewed + duration + CLOCK_SKEW_S - time.time())
         return expires
@@ -163,7 +146,7 @@ class LeaseLock:
                 with self._guard:
                     if self.held is None:
                         return
-                    spec = {**(dig(self.held, "spec") or {}), "renewTime": micro_time()}
+                    spec = {**(dig(self.held, "spec") or {}), "renewTime": format_time()}
                     try:
                         resp = api.request("PUT", api.lease_path(self.name), {**self.held, "spec": spec},
                                            timeout=self.duration_s)
@@ -261,7 +244,7 @@ class LeaseLock:
         if lease is None:
             return
         spec = dig(lease, "spec") or {}
-        lease["spec"] = {**spec, "holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": micro_time()}
+        lease["spec"] = {**spec, "holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": format_time()}
         try:
             self.api.request("PUT", self.api.lease_path(self.name), lease, timeout=self.duration_s)
         except Exception:  # noqa: BLE001 - a failed release only delays the next holder

@@ -17,6 +17,7 @@ from whereabouts.files import find_flat_file, read_regular_file
 from whereabouts.core.pool import is_dns_subdomain
 from whereabouts.core.ranges import IPRange, merge_intervals, usable_span
 from whereabouts.core.record import Record
+from whereabouts.plugin.keys import bad, read_key, string
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,8 +25,6 @@ if TYPE_CHECKING:
 
     from whereabouts.core.ranges import Address, Network
 
-LOG_LEVELS = ("debug", "verbose", "info", "error", "panic")
-DEFAULT_NODE_LOCK_DIR = "/run/whereabouts"
 # Keys the flat file may not fill in: the Go plugin reads these from inline only.
 INLINE_ONLY_KEYS = ("enable_overlapping_ranges",)
 
@@ -45,11 +44,6 @@ class IPAMConfig(Record):
                  "overlapping_ranges", "lease_duration_ms", "renew_deadline_ms", "retry_period_ms",
                  "lock_timeout_ms", "node_lock_dir", "log_file", "log_level", "sleep_for_race", "block_size",
                  "single_lease", "node_slice_prefix", "name", "nodename_dirs")
-    _defaults = {"gateway": None, "routes": (), "dns": dict, "addresses": (), "network_name": "",
-                 "overlapping_ranges": True, "lease_duration_ms": 1500, "renew_deadline_ms": 1000,
-                 "retry_period_ms": 500, "lock_timeout_ms": 60000, "node_lock_dir": DEFAULT_NODE_LOCK_DIR,
-                 "log_file": "", "log_level": "verbose", "sleep_for_race": 0.0, "block_size": 0,
-                 "single_lease": True, "node_slice_prefix": 0, "name": "", "nodename_dirs": ()}
     ranges: tuple[IPRange, ...]
     kubeconfig: str
     gateway: Address | None
@@ -118,46 +112,12 @@ def merge_flat(inline: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-# --- typed field readers -------------------------------------------------------------
-
-
-def _bad(key: str, value: Any, why: str) -> InvalidConfig:
-    return InvalidConfig(f"invalid ipam config: {key}={jsontext.dumps(value)[:200]}: {why}")
-
-
-def _opt_str(conf: dict[str, Any], key: str, default: str = "") -> str:
-    value = conf.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise _bad(key, value, "must be a string")
-    return value
-
-
-def _opt_bool(conf: dict[str, Any], key: str, default: bool) -> bool:
-    value = conf.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise _bad(key, value, "must be true or false")
-    return value
-
-
-def _opt_ms(conf: dict[str, Any], key: str, default: int, minimum: int = 1) -> int:
-    value = conf.get(key)
-    if value is None or value == 0:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= 3_600_000:
-        raise _bad(key, value, f"must be a whole number of milliseconds from {minimum} to 3600000")
-    return value
-
-
 def _list(conf: dict[str, Any], key: str) -> list[Any]:
     value = conf.get(key)
     if value is None:
         return []
     if not isinstance(value, list):
-        raise _bad(key, value, "must be a list")
+        raise bad(key, value, "must be a list")
     return value
 
 
@@ -165,38 +125,38 @@ def _refuse_zone(key: str, value: str) -> None:
     """IPv6 zone ids (`fe80::1%eth0`) are node-local: they name no cluster-wide address, and would
     reach object names and URLs. `ipaddress` accepts them, so they are refused here."""
     if "%" in value:
-        raise _bad(key, value, "carries an IPv6 zone id ('%...'), which has no meaning across a cluster")
+        raise bad(key, value, "carries an IPv6 zone id ('%...'), which has no meaning across a cluster")
 
 
 def _ip(key: str, value: Any) -> Address:
     if not isinstance(value, str):
-        raise _bad(key, value, "must be an IP address string")
+        raise bad(key, value, "must be an IP address string")
     _refuse_zone(key, value)
     try:
         return ipaddress.ip_address(value.strip())
     except ValueError:
-        raise _bad(key, value, "is not an IP address") from None
+        raise bad(key, value, "is not an IP address") from None
 
 
 def _cidr_or_ip(key: str, value: Any) -> Network:
     """A CIDR (host bits allowed) or a bare IP, as the network it covers."""
     if not isinstance(value, str):
-        raise _bad(key, value, "must be a CIDR or IP string")
+        raise bad(key, value, "must be a CIDR or IP string")
     _refuse_zone(key, value)
     try:
         return ipaddress.ip_network(value.strip(), strict=False)
     except ValueError:
-        raise _bad(key, value, "is not a CIDR or IP address") from None
+        raise bad(key, value, "is not a CIDR or IP address") from None
 
 
 def _interface(key: str, value: Any) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
     if not isinstance(value, str) or "/" not in value:
-        raise _bad(key, value, "must be a CIDR such as 10.1.2.3/24")
+        raise bad(key, value, "must be a CIDR such as 10.1.2.3/24")
     _refuse_zone(key, value)
     try:
         return ipaddress.ip_interface(value.strip())
     except ValueError:
-        raise _bad(key, value, "is not a CIDR") from None
+        raise bad(key, value, "is not a CIDR") from None
 
 
 # --- ranges --------------------------------------------------------------------------
@@ -212,7 +172,7 @@ def parse_range(
 ) -> IPRange:
     """One range from its config forms: `CIDR` (host bits dropped) or `start-end/prefix`."""
     if not isinstance(spec, str) or not spec.strip():
-        raise _bad(key, spec, "must be a CIDR such as 10.0.0.0/24 or a span such as 10.0.0.10-10.0.0.20/24")
+        raise bad(key, spec, "must be a CIDR such as 10.0.0.0/24 or a span such as 10.0.0.10-10.0.0.20/24")
     text = spec.strip()
     _refuse_zone(key, text)
     first_ip: Address | None = None
@@ -223,18 +183,18 @@ def parse_range(
         try:
             iface = ipaddress.ip_interface(cidr_text.strip())
         except ValueError:
-            raise _bad(key, spec, "the part after '-' must be <last IP>/<prefix>") from None
+            raise bad(key, spec, "the part after '-' must be <last IP>/<prefix>") from None
         if "/" not in cidr_text:
-            raise _bad(key, spec, "the part after '-' must be <last IP>/<prefix>")
+            raise bad(key, spec, "the part after '-' must be <last IP>/<prefix>")
         network = iface.network
         last_ip = iface.ip
     else:
         if "/" not in text:
-            raise _bad(key, spec, "must carry a prefix length, such as /24")
+            raise bad(key, spec, "must carry a prefix length, such as /24")
         try:
             network = ipaddress.ip_network(text, strict=False)
         except ValueError:
-            raise _bad(key, spec, "is not a valid CIDR") from None
+            raise bad(key, spec, "is not a valid CIDR") from None
     sub = key.rsplit(".", 1)[0] + "." if "." in key else ""
     # As in the Go plugin, the `start-end/prefix` form wins over range_start/range_end.
     if first_ip is None and start not in (None, ""):
@@ -245,28 +205,28 @@ def parse_range(
     base = int(network.network_address)
     span_first, span_last = usable_span(network)
     if span_last < span_first:
-        raise _bad(key, spec, f"a /{network.prefixlen} has no usable address (network and broadcast are reserved)")
+        raise bad(key, spec, f"a /{network.prefixlen} has no usable address (network and broadcast are reserved)")
     first, last = span_first, span_last
     for name, ip in (("range_start", first_ip), ("range_end", last_ip)):
         if ip is None:
             continue
         if ip.version != network.version or ip not in network:
-            raise _bad(sub + name, str(ip), f"lies outside {network}")
+            raise bad(sub + name, str(ip), f"lies outside {network}")
     if first_ip is not None:
         first = max(first, int(first_ip) - base)
     if last_ip is not None:
         last = min(last, int(last_ip) - base)
     if first > last:
-        raise _bad(key, spec, f"the span {network.network_address + first}-{network.network_address + last} is empty")
+        raise bad(key, spec, f"the span {network.network_address + first}-{network.network_address + last} is empty")
 
     excluded: list[tuple[int, int]] = []
     exclude_key = sub + "exclude"
     if exclude is not None and not isinstance(exclude, list):
-        raise _bad(exclude_key, exclude, "must be a list of CIDRs or IPs")
+        raise bad(exclude_key, exclude, "must be a list of CIDRs or IPs")
     for i, entry in enumerate(exclude or []):
         net = _cidr_or_ip(f"{exclude_key}[{i}]", entry)
         if net.version != network.version:
-            raise _bad(f"{exclude_key}[{i}]", entry, f"is IPv{net.version} but the range {network} is IPv{network.version}")
+            raise bad(f"{exclude_key}[{i}]", entry, f"is IPv{net.version} but the range {network} is IPv{network.version}")
         lo, hi = int(net.network_address) - base, int(net.broadcast_address) - base
         if hi >= 0 and lo < network.num_addresses:
             excluded.append((max(lo, 0), min(hi, network.num_addresses - 1)))
@@ -291,7 +251,7 @@ def parse_ranges(ipam: dict[str, Any], gateway: Address | None) -> tuple[IPRange
     for i, entry in enumerate(_list(ipam, "ipRanges")):
         key = f"ipRanges[{i}]"
         if not isinstance(entry, dict):
-            raise _bad(key, entry, "must be an object with a 'range' key")
+            raise bad(key, entry, "must be an object with a 'range' key")
         ranges.append(
             parse_range(
                 f"{key}.range",
@@ -319,7 +279,7 @@ def _routes(ipam: dict[str, Any]) -> tuple[dict[str, str], ...]:
     for i, route in enumerate(_list(ipam, "routes")):
         key = f"routes[{i}]"
         if not isinstance(route, dict) or "dst" not in route:
-            raise _bad(key, route, "must be an object with 'dst' (and optionally 'gw')")
+            raise bad(key, route, "must be an object with 'dst' (and optionally 'gw')")
         dst = _cidr_or_ip(key + ".dst", route["dst"])
         out = {"dst": str(dst)}
         if route.get("gw") not in (None, ""):
@@ -333,18 +293,18 @@ def _dns(ipam: dict[str, Any]) -> dict[str, Any]:
     if dns is None:
         return {}
     if not isinstance(dns, dict):
-        raise _bad("dns", dns, "must be an object")
+        raise bad("dns", dns, "must be an object")
     out: dict[str, Any] = {}
     for key in ("nameservers", "search", "options"):
         if dns.get(key) is not None:
             values = dns[key]
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-                raise _bad(f"dns.{key}", values, "must be a list of strings")
+                raise bad(f"dns.{key}", values, "must be a list of strings")
             if key == "nameservers":
                 values = [str(_ip(f"dns.{key}", v)) for v in values]
             out[key] = values
     if dns.get("domain") is not None:
-        out["domain"] = _opt_str(dns, "domain")
+        out["domain"] = string(dns, "domain")
     return out
 
 
@@ -353,29 +313,11 @@ def _addresses(ipam: dict[str, Any]) -> tuple[StaticAddress, ...]:
     for i, entry in enumerate(_list(ipam, "addresses")):
         key = f"addresses[{i}]"
         if not isinstance(entry, dict):
-            raise _bad(key, entry, "must be an object with 'address'")
+            raise bad(key, entry, "must be an object with 'address'")
         iface = _interface(key + ".address", entry.get("address"))
         gw = _ip(key + ".gateway", entry["gateway"]) if entry.get("gateway") not in (None, "") else None
         out.append(StaticAddress(iface, gw))
     return tuple(out)
-
-
-def _network_name(ipam: dict[str, Any]) -> str:
-    """A prefix of pool, reservation and Lease names, so it must keep them valid DNS-1123 subdomains."""
-    name = _opt_str(ipam, "network_name")
-    if name and (len(name) > 200 or not is_dns_subdomain(name)):
-        raise _bad("network_name", name, "must be at most 200 lower-case letters, digits, '-' and '.', with "
-                   "each dot-separated part starting and ending with a letter or digit")
-    return name
-
-
-def _block_size(ipam: dict[str, Any]) -> int:
-    value = ipam.get("block_size")
-    if value in (None, 0):
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int) or value < 16 or value > 65536 or value & (value - 1):
-        raise _bad("block_size", value, "must be a power of two from 16 to 65536 (addresses per IPPool)")
-    return value
 
 
 def _node_slice_prefix(ipam: dict[str, Any], ranges: tuple[IPRange, ...], block_size: int) -> int:
@@ -385,49 +327,45 @@ def _node_slice_prefix(ipam: dict[str, Any], ranges: tuple[IPRange, ...], block_
     from whereabouts.core.slices import check_slicing, parse_slice_size
 
     if not isinstance(value, str):
-        raise _bad("node_slice_size", value, 'must be a prefix length string such as "/26"')
+        raise bad("node_slice_size", value, 'must be a prefix length string such as "/26"')
     if len(ranges) != 1:
-        raise _bad("node_slice_size", value, f"node slices need exactly one range, not {len(ranges)}")
+        raise bad("node_slice_size", value, f"node slices need exactly one range, not {len(ranges)}")
     if block_size:
-        raise _bad("node_slice_size", value, "node slices and block_size exclude each other; pick one")
+        raise bad("node_slice_size", value, "node slices and block_size exclude each other; pick one")
     try:
         prefix = parse_slice_size(value)
         check_slicing(ranges[0].network, prefix)
     except ValueError as e:
-        raise _bad("node_slice_size", value, str(e)) from None
+        raise bad("node_slice_size", value, str(e)) from None
     return prefix
 
 
 def parse_ipam(ipam: dict[str, Any], name: str = "", nodename_dirs: tuple[str, ...] = ()) -> IPAMConfig:
     """Validate an already merged `ipam` section; `name` is the network's (its config's `name`)."""
     if ipam.get("type") != "whereabouts":
-        raise _bad("type", ipam.get("type"), "this plugin only serves ipam type 'whereabouts'")
+        raise bad("type", ipam.get("type"), "this plugin only serves ipam type 'whereabouts'")
     gateway = _ip("gateway", ipam["gateway"]) if ipam.get("gateway") not in (None, "") else None
     ranges = parse_ranges(ipam, gateway)
-    block_size = _block_size(ipam)
+    block_size = read_key(ipam, "block_size")
     slice_prefix = _node_slice_prefix(ipam, ranges, block_size)
     kube = ipam.get("kubernetes") or {}
     if not isinstance(kube, dict):
-        raise _bad("kubernetes", kube, "must be an object with 'kubeconfig'")
-    kubeconfig = _opt_str(kube, "kubeconfig")
+        raise bad("kubernetes", kube, "must be an object with 'kubeconfig'")
+    kubeconfig = read_key(kube, "kubernetes.kubeconfig")
     if not kubeconfig:
         raise InvalidConfig(
             "invalid ipam config: kubernetes.kubeconfig is not set inline or in the flat file whereabouts.d/whereabouts.conf"
         )
-    log_level = _opt_str(ipam, "log_level", "verbose").lower() or "verbose"
-    if log_level not in LOG_LEVELS:
-        raise _bad("log_level", ipam.get("log_level"), f"must be one of {', '.join(LOG_LEVELS)}")
-    sleep = ipam.get("sleep_for_race", 0) or 0
-    if isinstance(sleep, bool) or not isinstance(sleep, (int, float)) or not 0 <= sleep <= 600:
-        raise _bad("sleep_for_race", sleep, "must be a number of seconds from 0 to 600")
-    lease = _opt_ms(ipam, "leader_lease_duration", 1500)
-    lock_timeout = _opt_ms(ipam, "lock_timeout_ms", 60000, minimum=100)
+    log_level = read_key(ipam, "log_level")
+    sleep = read_key(ipam, "sleep_for_race")
+    lease = read_key(ipam, "leader_lease_duration")
+    lock_timeout = read_key(ipam, "lock_timeout_ms")
     if lease >= lock_timeout:
         # A holder that dies leaves the Lease blocked for its duration: no waiter would outlive it.
-        raise _bad("leader_lease_duration", lease, f"must be shorter than lock_timeout_ms ({lock_timeout})")
-    network_name = _network_name(ipam)
+        raise bad("leader_lease_duration", lease, f"must be shorter than lock_timeout_ms ({lock_timeout})")
+    network_name = read_key(ipam, "network_name")
     if slice_prefix and not is_dns_subdomain(network_name or name):
-        raise _bad("node_slice_size", ipam.get("node_slice_size"),
+        raise bad("node_slice_size", ipam.get("node_slice_size"),
                    f"its NodeSlicePool is named after network_name, else the network's name ({name!r}), "
                    "which must then be a valid object name")
     return IPAMConfig(
@@ -438,17 +376,17 @@ def parse_ipam(ipam: dict[str, Any], name: str = "", nodename_dirs: tuple[str, .
         dns=_dns(ipam),
         addresses=_addresses(ipam),
         network_name=network_name,
-        overlapping_ranges=_opt_bool(ipam, "enable_overlapping_ranges", True),
+        overlapping_ranges=read_key(ipam, "enable_overlapping_ranges"),
         lease_duration_ms=lease,
-        renew_deadline_ms=_opt_ms(ipam, "leader_renew_deadline", 1000),
-        retry_period_ms=_opt_ms(ipam, "leader_retry_period", 500),
+        renew_deadline_ms=read_key(ipam, "leader_renew_deadline"),
+        retry_period_ms=read_key(ipam, "leader_retry_period"),
         lock_timeout_ms=lock_timeout,
-        node_lock_dir=_opt_str(ipam, "node_lock_dir", DEFAULT_NODE_LOCK_DIR) or DEFAULT_NODE_LOCK_DIR,
-        log_file=_opt_str(ipam, "log_file"),
+        node_lock_dir=read_key(ipam, "node_lock_dir"),
+        log_file=read_key(ipam, "log_file"),
         log_level=log_level,
-        sleep_for_race=float(sleep),
+        sleep_for_race=sleep,
         block_size=block_size,
-        single_lease=_opt_bool(ipam, "single_lease", True),
+        single_lease=read_key(ipam, "single_lease"),
         node_slice_prefix=slice_prefix,
         name=name,
         nodename_dirs=nodename_dirs,
@@ -462,7 +400,7 @@ def load_ipam(netconf: dict[str, Any]) -> IPAMConfig:
         raise InvalidConfig("invalid network config: the 'ipam' object is missing")
     config_path = inline.get("configuration_path")
     if config_path is not None and not isinstance(config_path, str):
-        raise _bad("configuration_path", config_path, "must be a path string")
+        raise bad("configuration_path", config_path, "must be a path string")
     flat_path = find_flat_file(config_path)
     merged = merge_flat(inline, read_flat_file(flat_path)) if flat_path else inline
     dirs = [merged.get("configuration_path")] + ([os.path.dirname(flat_path)] if flat_path else [])
@@ -490,16 +428,16 @@ def requested_ips(netconf: dict[str, Any], cni_args: dict[str, str]) -> tuple[st
         if values in (None, []):
             continue
         if not isinstance(values, list):
-            raise _bad(name, values, "must be a list of IP addresses or CIDRs")
+            raise bad(name, values, "must be a list of IP addresses or CIDRs")
         ips = []
         for i, value in enumerate(values):
             if not isinstance(value, str):
-                raise _bad(f"{name}[{i}]", value, "must be an IP address or CIDR string")
+                raise bad(f"{name}[{i}]", value, "must be an IP address or CIDR string")
             _refuse_zone(f"{name}[{i}]", value)
             text = value.strip().split("/", 1)[0]
             try:
                 ips.append(ipaddress.ip_address(text))
             except ValueError:
-                raise _bad(f"{name}[{i}]", value, "is not an IP address or CIDR") from None
+                raise bad(f"{name}[{i}]", value, "is not an IP address or CIDR") from None
         return name, tuple(ips)
     return "", ()

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 from whereabouts import jsontext
 from whereabouts.files import open_append
+from whereabouts.core.rfc3339 import format_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ class Log:
 
 class FileLog(Log):
     """Appends one JSON object per line: the bound fields, the call's fields, then `event`,
-    `level` and an ISO-8601 UTC `timestamp`. A failed write is dropped: a full disk must
+    `level` and an RFC 3339 UTC `timestamp`. A failed write is dropped: a full disk must
     not fail a pod's attach."""
 
     def __init__(self, path: str, level: str) -> None:
@@ -53,9 +53,7 @@ class FileLog(Log):
         self._bound.update(fields)
 
     def _write(self, level: str, event: str, fields: dict[str, Any]) -> None:
-        now = time.time()
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
-        line = {**self._bound, **fields, "event": event, "level": level, "timestamp": stamp}
+        line = {**self._bound, **fields, "event": event, "level": level, "timestamp": format_time()}
         try:
             self._file.write(jsontext.dumps(line, default=repr, ensure_ascii=False) + "\n")
         except (OSError, ValueError):
