@@ -34,7 +34,7 @@ def test_reconcile_keeps_the_reservation_a_pod_reused_after_a_del_that_stopped_m
 
     assert run(wide, "ADD", container_id="c-two", pod="s0", pod_namespace=ns).ok().ips == ["10.98.0.1/28"]
     assert pools.reservation("10.98.0.1")["spec"]["containerid"] == "c-two"
-    swept = run_cli("reconcile", "--grace", "0", "-o", "json", env=cli_env(namespace_kubeconfig))
+    swept = run_cli("reconcile", "--grace", "0", "--unsafe-short-grace", "-o", "json", env=cli_env(namespace_kubeconfig))
     assert swept.rc == 0, swept.err
     assert swept.json["freed"] == [], swept.json
     assert pools.reservation("10.98.0.1")["spec"]["podref"] == pods.ref("s0")

@@ -10,7 +10,7 @@ import pytest
 from tests.fakes.store import FakeStore
 from whereabouts.core.blocks import BLOCK_NODE_ANNOTATION
 from whereabouts.core.pool import Allocation
-from whereabouts.errors import AddressUnavailable, CorruptPool, TryAgainLater
+from whereabouts.errors import AddressUnavailable, CorruptPool, NotAllocated, TryAgainLater
 from whereabouts.k8s.store import NODE_SLICES, POOLS
 from whereabouts.plugin.config import parse_ipam
 from whereabouts.plugin.log import Log
@@ -259,3 +259,16 @@ def test_gc_frees_what_this_node_noted_in_its_old_slice_pools_too(ipam, store):
     ip(ipam("node-a", node_slice_size="/25"), "new")
     assert sorted(ipam("node-a", node_slice_size="/25").gc({("c-kept", "net1"), ("c-new", "net1")})) == ["10.1.0.1"]
     assert list(store.obj(POOLS, "node-a-10.1.0.0-26")["spec"]["allocations"]) == ["2"]
+
+
+def test_check_finds_an_address_in_the_nodes_old_slice_pool(ipam, store):
+    """Before, CHECK looked in the node's current slice only and called the pod's address unallocated."""
+    import ipaddress
+
+    slices(store, **{"node-a": "10.1.0.0/26"})
+    ip(ipam("node-a", node_slice_size="/26"), "old")
+    slices(store, **{"node-a": "10.1.0.128/25"})
+    a = ipam("node-a", node_slice_size="/25")
+    a.check("c-old", "net1", [ipaddress.ip_address("10.1.0.1")])
+    with pytest.raises(NotAllocated, match="10.1.0.2 of prevResult is not allocated"):
+        a.check("c-old", "net1", [ipaddress.ip_address("10.1.0.2")])

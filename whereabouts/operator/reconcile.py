@@ -7,7 +7,7 @@ A sweep frees two kinds of leak:
 - an `OverlappingRangeIPReservation` that no allocation holds (an ADD or DEL that
   stopped between its two writes).
 
-Ordering and safety (the caller, `whereabouts.operator.cli.sweep`, reads in this order):
+Ordering and safety (the caller, `whereabouts.operator.sweep.sweep`, reads in this order):
 
 1. Reservations are listed first, then pools, then pods. ADD creates the
    reservation before the pool entry, so listing reservations before pools keeps

@@ -505,21 +505,28 @@ class IPAM:
         """Free in this node's slice, then in the node's other slice pools of the network: a re-slicing
         leaves them behind while pods hold addresses there (`whereabouts.core.slices`). One LIST finds
         them: always for GC, for a DEL (`everywhere`) only when its own slice had nothing to free."""
-        from whereabouts.core.slices import slice_pool_of
-
         blk = self.node_slice(rng)
         freed = self._release(blk, doomed) if blk is not None else []
         if freed and everywhere:
             return freed
-        for obj in self.pools.list_pools():
-            old = slice_pool_of(obj, self.config.network_name, rng.network)
-            if old is None or old.node != self.node or (blk is not None and old.name == blk.name):
-                continue
-            if any(doomed(o, a) for o, a in decode_pool(obj, str(old.network)).allocations.items()):
-                freed += self._release(carve(rng, old.network, old.name), doomed)
+        for old, pool in self._old_slices(rng, blk):
+            if any(doomed(o, a) for o, a in pool.allocations.items()):
+                freed += self._release(old, doomed)
         if not freed and blk is None:
             self.log.info("no slice of this node held anything to free", range=rng.cidr, node=self.node)
         return freed
+
+    def _old_slices(self, rng: IPRange, current: Block | None) -> list[tuple[Block, Pool]]:
+        """This node's slice pools of the network other than `current` (one LIST): a re-slicing leaves
+        them behind while pods hold addresses there."""
+        from whereabouts.core.slices import slice_pool_of
+
+        found = []
+        for obj in self.pools.list_pools():
+            old = slice_pool_of(obj, self.config.network_name, rng.network)
+            if old is not None and old.node == self.node and (current is None or old.name != current.name):
+                found.append((carve(rng, old.network, old.name), decode_pool(obj, str(old.network))))
+        return found
 
     def gc(self, valid: set[tuple[str, str]]) -> list[str]:
         """Free every allocation made on this node whose (container id, ifname) is not a valid attachment.
@@ -548,7 +555,9 @@ class IPAM:
     def _block_of(self, rng: IPRange, ip: Address) -> Block | None:
         if self.config.node_slice_prefix:
             blk = self.node_slice(rng)
-            return blk if blk is not None and ip in blk.local.network else None
+            if blk is not None and ip in blk.local.network:
+                return blk
+            return next((old for old, _ in self._old_slices(rng, blk) if ip in old.local.network), None)
         return self.layout(rng).block_of(ip)
 
     def check(self, container_id: str, ifname: str, addresses: list[Address]) -> None:
