@@ -39,7 +39,7 @@ def store() -> FakeStore:
 @pytest.fixture
 def ipam(store, tmp_path, mocker):
     """`ipam(node, **keys)`: one node's IPAM (its own lock dir, as on a real node)."""
-    mocker.patch("whereabouts.plugin.verbs.time.sleep")
+    mocker.patch("whereabouts.plugin.txn.time.sleep")
 
     def make(node: str, **keys) -> IPAM:
         conf = parse_ipam({"type": "whereabouts", "range": "10.1.0.0/24", "kubernetes": {"kubeconfig": "k"},
@@ -119,7 +119,7 @@ def test_a_claim_whose_answer_was_lost_is_recognised_as_ours(ipam, store):
 def test_an_unclaimed_block_with_room_is_adopted_before_a_new_one_is_claimed(ipam, store):
     store.put(POOLS, {"apiVersion": "whereabouts.cni.cncf.io/v1alpha1", "kind": "IPPool",
                       "metadata": {"name": "10.1.0.0-24-blk3", "labels": {
-                          "whereabouts.cni.cncf.io/block-of": ipam("x", block_size=16).layout(
+                          "whereabouts.cni.cncf.io/block-of": ipam("x", block_size=16).txn.layout(
                               ipam("x", block_size=16).config.ranges[0]).label}},
                       "spec": {"range": "10.1.0.48/28", "allocations": {"0": {"id": "c", "podref": "ns/old"}}}})
     assert ip(ipam("node-a", block_size=16), "a1") == "10.1.0.49"

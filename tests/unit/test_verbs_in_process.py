@@ -42,7 +42,7 @@ def store() -> FakeStore:
 @pytest.fixture
 def ipam(store, tmp_path, mocker):
     """`ipam(range=..., ...)`: an IPAM over the fake store; sleeps between retries are skipped."""
-    sleep = mocker.patch("whereabouts.plugin.verbs.time.sleep")
+    sleep = mocker.patch("whereabouts.plugin.txn.time.sleep")
 
     def make(seconds: float = 10.0, **keys) -> IPAM:
         conf = parse_ipam({"type": "whereabouts", "range": "10.1.0.0/24", "kubernetes": {"kubeconfig": "k"},

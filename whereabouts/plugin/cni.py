@@ -212,6 +212,7 @@ def execute(inv: Invocation, log_holder: list[Any], started: float) -> dict[str,
 
     from whereabouts.k8s import kubeconfig
     from whereabouts.core.allocator import match_requests
+    from whereabouts.plugin.modes import node_affine
     from whereabouts.plugin.verbs import IPAM
     from whereabouts.k8s.api import KubeAPI
     from whereabouts.core.pool import Allocation
@@ -222,7 +223,7 @@ def execute(inv: Invocation, log_holder: list[Any], started: float) -> dict[str,
     api = KubeAPI(kubeconfig.load(config.kubeconfig), deadline)
     from whereabouts.plugin.nodename import node_name
 
-    if config.node_slice_prefix or config.block_size:
+    if node_affine(config):
         node = node_name(inv.env, config.nodename_dirs)  # the key of its slice and blocks: must be known
     else:
         node = inv.env.get("NODENAME") or os.uname().nodename  # only names the Lease holder

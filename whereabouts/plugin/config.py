@@ -43,7 +43,7 @@ class IPAMConfig(Record):
     __slots__ = ("ranges", "kubeconfig", "gateway", "routes", "dns", "addresses", "network_name",
                  "overlapping_ranges", "lease_duration_ms", "renew_deadline_ms", "retry_period_ms",
                  "lock_timeout_ms", "node_lock_dir", "log_file", "log_level", "sleep_for_race", "block_size",
-                 "single_lease", "node_slice_prefix", "name", "nodename_dirs")
+                 "single_lease", "node_slice_size", "name", "nodename_dirs")
     ranges: tuple[IPRange, ...]
     kubeconfig: str
     gateway: Address | None
@@ -63,7 +63,7 @@ class IPAMConfig(Record):
     block_size: int
     single_lease: bool
     # `node_slice_size` as a prefix length (0: off); `name` is the network's, naming its NodeSlicePool.
-    node_slice_prefix: int
+    node_slice_size: int
     name: str
     # Where a `nodename` file may name this node (the Go plugin's `configuration_path` lookup).
     nodename_dirs: tuple[str, ...]
@@ -320,7 +320,7 @@ def _addresses(ipam: dict[str, Any]) -> tuple[StaticAddress, ...]:
     return tuple(out)
 
 
-def _node_slice_prefix(ipam: dict[str, Any], ranges: tuple[IPRange, ...], block_size: int) -> int:
+def _node_slice_size(ipam: dict[str, Any], ranges: tuple[IPRange, ...], block_size: int) -> int:
     value = ipam.get("node_slice_size")
     if value in (None, ""):
         return 0
@@ -347,7 +347,7 @@ def parse_ipam(ipam: dict[str, Any], name: str = "", nodename_dirs: tuple[str, .
     gateway = _ip("gateway", ipam["gateway"]) if ipam.get("gateway") not in (None, "") else None
     ranges = parse_ranges(ipam, gateway)
     block_size = read_key(ipam, "block_size")
-    slice_prefix = _node_slice_prefix(ipam, ranges, block_size)
+    slice_size = _node_slice_size(ipam, ranges, block_size)
     kube = ipam.get("kubernetes") or {}
     if not isinstance(kube, dict):
         raise bad("kubernetes", kube, "must be an object with 'kubeconfig'")
@@ -364,7 +364,7 @@ def parse_ipam(ipam: dict[str, Any], name: str = "", nodename_dirs: tuple[str, .
         # A holder that dies leaves the Lease blocked for its duration: no waiter would outlive it.
         raise bad("leader_lease_duration", lease, f"must be shorter than lock_timeout_ms ({lock_timeout})")
     network_name = read_key(ipam, "network_name")
-    if slice_prefix and not is_dns_subdomain(network_name or name):
+    if slice_size and not is_dns_subdomain(network_name or name):
         raise bad("node_slice_size", ipam.get("node_slice_size"),
                    f"its NodeSlicePool is named after network_name, else the network's name ({name!r}), "
                    "which must then be a valid object name")
@@ -387,7 +387,7 @@ def parse_ipam(ipam: dict[str, Any], name: str = "", nodename_dirs: tuple[str, .
         sleep_for_race=sleep,
         block_size=block_size,
         single_lease=read_key(ipam, "single_lease"),
-        node_slice_prefix=slice_prefix,
+        node_slice_size=slice_size,
         name=name,
         nodename_dirs=nodename_dirs,
     )
