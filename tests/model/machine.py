@@ -6,8 +6,9 @@ operation in flight through its next Store call with a fate (`tests.model.harnes
 serves every allocation mode; a mode picks the network configs and the rules that apply.
 
 What the runtime guarantees is kept: one invocation at a time per pod, GC of a node never
-concurrent with an ADD or DEL there (a rule for a pod or node first lets those in flight end), time passes only while nothing is in flight (no
-invocation outlives its deadline, which is shorter than the reconciler's grace).
+concurrent with an ADD or DEL there (a rule for a pod or node first lets those in flight end),
+time passes only while nothing is in flight (no invocation outlives its deadline, which is
+shorter than the reconciler's grace).
 
 Invariants, after every step:
 - no address held by two live pods in overlapping ranges of one network (with overlap
@@ -202,7 +203,9 @@ class ProtocolMachine(RuleBasedStateMachine):
         pod = self._pod(i)
         if pod is None:
             return
-        net = self._net(j)
+        # One network per pod: an interface name is unique in a pod, so the same pod and ifname in
+        # two network configs is no state a runtime makes.
+        net = self._net(list(self.pods).index(pod.name) + j * 0)
         if new_sandbox or not pod.containers or pod.net[pod.containers[-1]] != net.name:
             self.counter += 1
             pod.containers.append(f"c{self.counter}-{pod.name}")
