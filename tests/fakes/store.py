@@ -6,21 +6,30 @@ reach each failure branch of a verb deterministically:
 - `conflict`: answer as if someone wrote first (replace/delete: not applied; create: exists);
 - `lost_applied`: apply the write, then lose the answer (OutcomeUnknown);
 - `lost`: lose the request before it is applied (OutcomeUnknown);
-- `timeout`: the server does not answer (TryAgainLater), nothing applied;
+- `timeout`: the server does not answer, nothing applied: a read raises TryAgainLater, a write
+  OutcomeUnknown (as `KubeAPI` does); and, as `KubeAPI` takes the server for unreachable then,
+  every later call of this invocation raises TryAgainLater until `new_invocation()`;
+- `error`: the server answers 5xx (TryAgainLater), nothing applied; later calls go out as usual;
 - `stale`: a read returns the version before the last write of that object.
+
+Created objects get a `creationTimestamp` (one-second resolution, as the API server writes it)
+from `clock`, so the reconciler's grace period can be tested on a fake clock.
 """
 
 from __future__ import annotations
 
 import copy
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from whereabouts.errors import OutcomeUnknown, TryAgainLater
 from whereabouts.k8s.store import Store
 
-ACTIONS = ("conflict", "lost_applied", "lost", "timeout", "stale")
+ACTIONS = ("conflict", "lost_applied", "lost", "timeout", "error", "stale")
+WRITES = ("create", "replace", "delete")
 
 
 @dataclass
@@ -39,8 +48,10 @@ class Fault:
 
 
 class FakeStore(Store):
-    def __init__(self, namespace: str = "ns") -> None:
+    def __init__(self, namespace: str = "ns", clock: Callable[[], datetime] | None = None) -> None:
         self.namespace = namespace
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.unreachable = ""  # why this invocation's requests are refused (a request timed out)
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.previous: dict[tuple[str, str], dict[str, Any]] = {}
         self.faults: list[Fault] = []
@@ -52,6 +63,10 @@ class FakeStore(Store):
     def inject(self, op: str, plural: str, action: str, nth: int | None = 1) -> None:
         assert action in ACTIONS, action
         self.faults.append(Fault(op, plural, action, nth))
+
+    def new_invocation(self) -> None:
+        """A new invocation has its own connection: forget that an earlier one timed out."""
+        self.unreachable = ""
 
     def put(self, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
         """Store `obj` as another writer would (a new resourceVersion)."""
@@ -67,10 +82,17 @@ class FakeStore(Store):
 
     def _fault(self, op: str, plural: str) -> str | None:
         self.calls[(op, plural)] += 1
+        if self.unreachable:
+            raise TryAgainLater(self.unreachable)
         for fault in self.faults:
             if fault.fires(op, plural):
                 if fault.action == "timeout":
+                    self.unreachable = f"fake: {op} {plural} timed out earlier in this invocation"
+                    if op in WRITES:
+                        raise OutcomeUnknown(f"fake: {op} {plural} timed out; it may or may not have been applied")
                     raise TryAgainLater(f"fake: {op} {plural} timed out")
+                if fault.action == "error":
+                    raise TryAgainLater(f"fake: {op} {plural} answered 503")
                 if fault.action == "lost":
                     raise OutcomeUnknown(f"fake: {op} {plural} lost before it was applied")
                 return fault.action
@@ -103,6 +125,7 @@ class FakeStore(Store):
             return None
         new = copy.deepcopy(obj)
         new["metadata"].pop("resourceVersion", None)
+        new["metadata"]["creationTimestamp"] = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
         return self._answer(action, self._write(plural, new))
 
     def replace(self, plural: str, obj: dict[str, Any]) -> dict[str, Any] | None:

@@ -42,6 +42,7 @@ def ipam(store, tmp_path, mocker):
     mocker.patch("whereabouts.plugin.txn.time.sleep")
 
     def make(node: str, **keys) -> IPAM:
+        store.new_invocation()
         conf = parse_ipam({"type": "whereabouts", "range": "10.1.0.0/24", "kubernetes": {"kubeconfig": "k"},
                            "node_lock_dir": str(tmp_path / node), **keys}, name="blue-net")
         return IPAM(conf, store, RecordedLease, time.monotonic() + 10, Log(), node)
