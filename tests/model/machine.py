@@ -48,13 +48,14 @@ from whereabouts.core.blocks import BLOCK_NODE_ANNOTATION, BLOCK_RANGE_ANNOTATIO
 from whereabouts.core.pool import Allocation, new_pool_object, pool_name, reservation_name
 from whereabouts.errors import CNIError, NotAllocated
 from whereabouts.k8s.store import POOLS, RESERVATIONS
-from whereabouts.operator import cli
+from whereabouts.operator.sweep import sweep
 from whereabouts.operator.kubeclient import KubeError
 from whereabouts.operator.nodeslices import NAD, NodeSlices
 from whereabouts.operator.reconcile import view_pool
 from whereabouts.plugin.config import parse_ipam
 from whereabouts.plugin.log import Log
-from whereabouts.plugin.verbs import IPAM, SHARED_LEASE
+from whereabouts.plugin.modes.single import SHARED_LEASE
+from whereabouts.plugin.verbs import IPAM
 
 GRACE = timedelta(seconds=60)
 IFNAME = "net1"
@@ -137,10 +138,10 @@ class ProtocolMachine(RuleBasedStateMachine):
         self.nad_uid = 0
         self.gone_nodes: set[str] = set()
         no_sleep = types.SimpleNamespace(monotonic=time.monotonic, sleep=lambda s: None)
-        self.patches = [mock.patch("whereabouts.plugin.verbs.NodeLock", ModelNodeLock),
-                        mock.patch("whereabouts.plugin.verbs.time", no_sleep),
+        self.patches = [mock.patch("whereabouts.plugin.locks.NodeLock", ModelNodeLock),
+                        mock.patch("whereabouts.plugin.txn.time", no_sleep),
                         mock.patch("whereabouts.operator.release.time", no_sleep),
-                        mock.patch("whereabouts.operator.cli.datetime", Clock),
+                        mock.patch("whereabouts.operator.sweep.datetime", Clock),
                         mock.patch.object(harness, "SCHEDULER", self.sched)]
         for p in self.patches:
             p.start()
@@ -262,7 +263,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         """A reconciler sweep; `late`: after the grace period has passed (only while nothing is in flight)."""
         if late and not self.sched.in_flight():
             Clock.current += GRACE + timedelta(seconds=1)
-        self._run(run, "SWEEP", lambda op: cli.sweep(self._kube(op), GRACE, dry_run=False))
+        self._run(run, "SWEEP", lambda op: sweep(self._kube(op), GRACE, dry_run=False))
 
     # --- stepping ---------------------------------------------------------------------------
 
@@ -413,13 +414,14 @@ class ProtocolMachine(RuleBasedStateMachine):
         nad = NAD("ns", net.name, f"uid-{self.nad_uid}", "2026-01-01T00:00:00Z", config)
 
         def run(op: Op) -> None:
-            nodes = types.SimpleNamespace(snapshot=lambda: dict.fromkeys(self.nodes, True))
+            nodes = types.SimpleNamespace(snapshot=lambda: (dict.fromkeys(self.nodes, True), "1"))
             leading = threading.Event()
             leading.set()
             kube = self._kube(op)
             if recreate:
-                NodeSlices(kube, types.SimpleNamespace(snapshot=dict), nodes, leading).reconcile()
-            NodeSlices(kube, types.SimpleNamespace(snapshot=lambda: {f"ns/{net.name}": nad}), nodes, leading).reconcile()
+                NodeSlices(kube, types.SimpleNamespace(snapshot=lambda: ({}, "1")), nodes, leading).reconcile()
+            NodeSlices(kube, types.SimpleNamespace(snapshot=lambda: ({f"ns/{net.name}": nad}, "1")), nodes,
+                       leading).reconcile()
 
         return run
 
@@ -537,7 +539,7 @@ class ProtocolMachine(RuleBasedStateMachine):
             pod.live, pod.held, pod.containers, pod.net = False, None, [], {}
         Clock.current += GRACE + timedelta(seconds=1)
         for _ in range(2 if self.gone_nodes else 1):
-            self.sched.finish(self._start("SWEEP", lambda op: cli.sweep(self._kube(op), GRACE, dry_run=False)))
+            self.sched.finish(self._start("SWEEP", lambda op: sweep(self._kube(op), GRACE, dry_run=False)))
         self._account()
         left = {name: self.entries(name) for name in self.nets}
         left = {k: v for k, v in left.items() if v}

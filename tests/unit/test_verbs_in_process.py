@@ -190,8 +190,6 @@ def test_a_del_frees_what_a_timed_out_multi_range_add_left(ipam, store, timed_ou
     assert allocations(store) == {} and reservations(store) == {}
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="defect 4 (issue 18), the lead's fix: the ledger is written before the first pool write")
 def test_gc_frees_what_a_timed_out_multi_range_add_left(ipam, store, timed_out_in_range_two):
     assert ipam(**timed_out_in_range_two).gc(set()) == ["10.1.0.1"]
     assert allocations(store) == {} and reservations(store) == {}

@@ -6,9 +6,11 @@ hold addresses there (`whereabouts.core.slices`): DEL, GC and CHECK look there t
 from __future__ import annotations
 
 from whereabouts.core.blocks import carve
+from whereabouts.core.ownership import find_owned
 from whereabouts.core.pool import decode_pool
 from whereabouts.errors import AddressUnavailable, CorruptPool, RangeExhausted, TryAgainLater
 from whereabouts.k8s.store import NODE_SLICES
+from whereabouts.plugin.locks import Locked
 from whereabouts.plugin.modes import Leased
 from whereabouts.plugin.txn import has_room
 
@@ -72,11 +74,54 @@ class Slices(Leased):
         return found
 
     def add(self, rng: IPRange, owner: Allocation, want: Address | None) -> Assigned:
+        """Allocate in this node's slice; an owner that holds an address in one of the node's old
+        slice pools keeps it there (an idempotent ADD after a re-slicing).
+
+        The network's node-local lock orders this node's ADDs across re-slicings, and its note lists
+        the slices the node allocated in, so finding the owner in old pools costs one GET per old
+        pool, and nothing once they are drained."""
         blk = self._slice_or_wait(rng)
         if want is not None and want not in blk.local.network:
             raise AddressUnavailable(f"requested address {want} lies outside this node's slice "
                                      f"{blk.local.cidr} of range {rng.cidr}")
-        return self.add_in(blk, owner, want)
+        from whereabouts import jsontext
+
+        with Locked(self.txn, self._set_name(), None) as lock:
+            try:
+                noted = jsontext.loads(lock.note() or b"[]")
+            except ValueError:
+                noted = []
+            kept = [blk.local.cidr]
+            for cidr in noted if isinstance(noted, list) else []:
+                old = self._noted_slice(rng, cidr)
+                if old is None or old.name == blk.name:
+                    continue
+                pool = self.txn.read(old, create=False)
+                if pool is None or not self._holds_noted(pool):
+                    continue  # drained or gone: no longer looked at
+                kept.append(old.local.cidr)
+                if want is None and find_owned(pool.allocations, owner) is not None:
+                    lock.set_note(jsontext.dumps(kept).encode())
+                    return self.add_in(old, owner, None)
+            if kept != noted:
+                lock.set_note(jsontext.dumps(kept).encode())
+            return self.add_in(blk, owner, want)
+
+    def _noted_slice(self, rng: IPRange, cidr: object) -> Block | None:
+        from whereabouts.core.slices import parse_slice, slice_pool_name
+
+        try:
+            net = parse_slice(str(cidr), rng.network)
+        except ValueError:
+            return None  # a damaged note is no note
+        return carve(rng, net, slice_pool_name(self.txn.config.network_name, self.txn.node, str(net)))
+
+    def _holds_noted(self, pool: Pool) -> bool:
+        """Whether an old slice pool still holds an entry this node allocated (its ledger says)."""
+        from whereabouts.plugin import ledger
+
+        noted = ledger.noted(self.txn.config.node_lock_dir, self.txn.config.name)
+        return any((a.container_id, a.ifname) in noted for a in pool.allocations.values())
 
     def release(self, rng: IPRange, doomed: Doomed, everywhere: bool) -> list[str]:
         """Free in this node's slice, then in its old slice pools: always for GC, for a DEL only when
