@@ -273,3 +273,13 @@ def test_check_finds_an_address_in_the_nodes_old_slice_pool(ipam, store):
     a.check("c-old", "net1", [ipaddress.ip_address("10.1.0.1")])
     with pytest.raises(NotAllocated, match="10.1.0.2 of prevResult is not allocated"):
         a.check("c-old", "net1", [ipaddress.ip_address("10.1.0.2")])
+
+
+def test_an_idempotent_add_after_a_reslicing_keeps_the_address_in_the_old_slice_pool(ipam, store):
+    """Found by the model test: the repeated ADD gave p0 10.1.0.129 in its new slice beside 10.1.0.1."""
+    slices(store, **{"node-a": "10.1.0.0/26"})
+    assert ip(ipam("node-a", node_slice_size="/26"), "p0") == "10.1.0.1"
+    slices(store, **{"node-a": "10.1.0.128/25"})
+    assert ip(ipam("node-a", node_slice_size="/25"), "p0") == "10.1.0.1"
+    assert ip(ipam("node-a", node_slice_size="/25"), "p1") == "10.1.0.129"
+    assert store.obj(POOLS, "node-a-10.1.0.128-25")["spec"]["allocations"].keys() == {"1"}
