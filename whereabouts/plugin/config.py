@@ -21,6 +21,7 @@ from whereabouts.plugin.keys import bad, read_key, string
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from whereabouts.core.ranges import Address, Network
@@ -128,35 +129,31 @@ def _refuse_zone(key: str, value: str) -> None:
         raise bad(key, value, "carries an IPv6 zone id ('%...'), which has no meaning across a cluster")
 
 
-def _ip(key: str, value: Any) -> Address:
+def _parsed(key: str, value: Any, parse: Callable[[str], Any], want: str, refused: str) -> Any:
+    """`parse` of a string value; what is not one, carries a zone id or does not parse is refused."""
     if not isinstance(value, str):
-        raise bad(key, value, "must be an IP address string")
+        raise bad(key, value, f"must be {want}")
     _refuse_zone(key, value)
     try:
-        return ipaddress.ip_address(value.strip())
+        return parse(value.strip())
     except ValueError:
-        raise bad(key, value, "is not an IP address") from None
+        raise bad(key, value, refused) from None
+
+
+def _ip(key: str, value: Any) -> Address:
+    return _parsed(key, value, ipaddress.ip_address, "an IP address string", "is not an IP address")
 
 
 def _cidr_or_ip(key: str, value: Any) -> Network:
     """A CIDR (host bits allowed) or a bare IP, as the network it covers."""
-    if not isinstance(value, str):
-        raise bad(key, value, "must be a CIDR or IP string")
-    _refuse_zone(key, value)
-    try:
-        return ipaddress.ip_network(value.strip(), strict=False)
-    except ValueError:
-        raise bad(key, value, "is not a CIDR or IP address") from None
+    return _parsed(key, value, lambda v: ipaddress.ip_network(v, strict=False), "a CIDR or IP string",
+                   "is not a CIDR or IP address")
 
 
 def _interface(key: str, value: Any) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
-    if not isinstance(value, str) or "/" not in value:
+    if isinstance(value, str) and "/" not in value:
         raise bad(key, value, "must be a CIDR such as 10.1.2.3/24")
-    _refuse_zone(key, value)
-    try:
-        return ipaddress.ip_interface(value.strip())
-    except ValueError:
-        raise bad(key, value, "is not a CIDR") from None
+    return _parsed(key, value, ipaddress.ip_interface, "a CIDR such as 10.1.2.3/24", "is not a CIDR")
 
 
 # --- ranges --------------------------------------------------------------------------
