@@ -214,7 +214,7 @@ def test_failed_pool_write_fails_the_add(env, ours, go, cluster, kube):
 
     err = ours.run(env.conf({"range": "10.84.0.0/24", "lock_timeout_ms": 10000, **limited}), "ADD",
                    container_id="o", pod="o")
-    assert err.rc != 0 and "403" in err.json["msg"], err.stdout
+    assert err.rc != 0 and "forbidden (403) on PUT" in err.json["msg"], err.stdout
     assert env.store.allocations("10.84.0.0-24") == {}
 
 
