@@ -7,8 +7,7 @@ import pytest
 
 from tests.helpers.cni import finish, run, start
 from tests.helpers.faultproxy import Rule
-from tests.helpers.wait import wait_for
-from whereabouts.k8s.lease import CLOCK_SKEW_S
+from tests.helpers.leases import start_waiter_and_outlast_it
 
 VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 
@@ -320,25 +319,10 @@ def test_a_slow_holder_renews_its_lease(netconf, pools, tmp_path, fault_proxy):
         return netconf({"node_lock_dir": str(tmp_path / node), "log_file": str(tmp_path / f"{node}.log"),
                         "kubernetes": {"kubeconfig": str(fault_proxy.kubeconfig)}})
 
-    def lease_reads() -> int:
-        return sum(1 for e in list(fault_proxy.log) if e.method == "GET" and e.path.endswith("/leases/whereabouts"))
-
     slow = start(conf("a"), "ADD", container_id="slow", pod="slow", env={"NODENAME": "a"})
     write.wait_held()  # the slow ADD holds the Lease, in the middle of its pool update
-    holder, _, _, duration = pools.lease()
-    reads = lease_reads()
-    waiter = start(conf("b"), "ADD", container_id="waiter", pod="waiter", env={"NODENAME": "b"})
-    wait_for(lambda: lease_reads() > reads, 60, "the waiter to read the Lease")
-    _, _, seen, _ = pools.lease()
-
-    def renewed_past_its_duration() -> bool:
-        now_holder, _, renewed, _ = pools.lease()
-        assert now_holder == holder, f"the Lease was taken over from the slow holder by {now_holder}"
-        assert waiter.poll() is None, finish(waiter)
-        return renewed >= seen + duration + CLOCK_SKEW_S
-
-    # Without renewals the waiter takes the Lease over once its record is that old.
-    wait_for(renewed_past_its_duration, 60, "the slow holder to renew the Lease past its duration")
+    waiter = start_waiter_and_outlast_it(
+        pools, fault_proxy, lambda: start(conf("b"), "ADD", container_id="waiter", pod="waiter", env={"NODENAME": "b"}))
     write.release()
     assert finish(slow).ok().ips == ["10.10.0.1/24"]
     assert finish(waiter).ok().ips == ["10.10.0.2/24"]

@@ -35,7 +35,6 @@ import pytest
 from tests.helpers import cni
 from tests.helpers.store import Pools
 from tests.helpers.kubeconfig import write_kubeconfig
-from tests.helpers.wait import wait_for  # noqa: F401 - the compat tests import it from here
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / "hack" / "build-go-whereabouts.sh"

@@ -10,15 +10,15 @@ checked) and once as a burst of 100 concurrent ADDs.
 from __future__ import annotations
 
 import ipaddress
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from tests.compat.conftest import GROUP, VERSION, Env, Plugin, finish_all, wait_for
+from tests.compat.conftest import GROUP, VERSION, Env, Plugin, finish_all
 from tests.helpers.cni import finish
 from tests.helpers.faultproxy import Rule
+from tests.helpers.leases import start_waiter_and_outlast_it
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -300,35 +300,23 @@ def test_reservation_collision_fails_a_go_add(env, ours, go, fault_proxies):
 
 
 @pytest.mark.parametrize("slow", ["ours", "go"])
-def test_the_shared_lease_makes_the_other_plugin_wait(env, both, slow):
-    """With the default shared Lease, an ADD that holds it for longer than its duration (5 s of
-    sleep_for_race against 1.5 s) keeps it: ours renews it as the Go plugin does, so the other plugin
-    waits for the release instead of taking the Lease over and colliding on the same address."""
+def test_the_shared_lease_makes_the_other_plugin_wait(env, both, slow, fault_proxies):
+    """With the default shared Lease, an ADD that holds it for longer than its duration (its pool write
+    held at the fault proxy) keeps it: ours renews it as the Go plugin does, so the other plugin waits
+    for the release instead of taking the Lease over and colliding on the same address."""
     slow_p, other = both if slow == "ours" else both[::-1]
-    conf = {"range": "10.47.0.0/24"}
-    first = slow_p.start(env.conf({**conf, "sleep_for_race": 5}), "ADD", container_id="s", pod="s")
-
-    def holder() -> str:
-        try:
-            return env.store.coord.read_namespaced_lease("whereabouts", env.store.namespace).spec.holder_identity or ""
-        except Exception:  # noqa: BLE001 - not created yet
-            return ""
-
-    wait_for(lambda: bool(holder()) or first.poll() is not None, 60, f"{slow} to take the Lease")
-    second = other.start(env.conf(conf), "ADD", container_id="w", pod="w")
-    ended: dict[str, float] = {}
-    deadline = time.monotonic() + 120
-    while len(ended) < 2 and time.monotonic() < deadline:
-        for key, proc in (("first", first), ("second", second)):
-            if key not in ended and proc.poll() is not None:
-                ended[key] = time.monotonic()
-        time.sleep(0.01)
-    first_out, second_out = finish(first), finish(second)
+    proxy = fault_proxies(env.namespace)
+    write = Rule("hold", "PATCH" if slow == "go" else "PUT", "ippools")  # Go writes a pool with a JSON patch
+    proxy.set_rules(write)
+    conf = env.conf({"range": "10.47.0.0/24", "kubernetes": {"kubeconfig": str(proxy.kubeconfig)}})
+    first = slow_p.start(conf, "ADD", container_id="s", pod="s")
+    write.wait_held()
+    second = start_waiter_and_outlast_it(env.store, proxy, lambda: other.start(conf, "ADD", container_id="w", pod="w"))
+    write.release()
+    first_out, second_out = finish_all([first, second])
     assert first_out.rc == 0, failure(first_out, slow_p)
     assert second_out.rc == 0, failure(second_out, other)
     assert (first_out.ips, second_out.ips) == (["10.47.0.1/24"], ["10.47.0.2/24"])
-    # The Lease is released just before the slow ADD exits: the other cannot end much earlier.
-    assert ended["second"] > ended["first"] - 0.5, f"{other.name} did not wait for {slow_p.name}'s Lease: {ended}"
     assert set(env.store.allocations("10.47.0.0-24")) == {"1", "2"}
 
 
