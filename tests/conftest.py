@@ -247,3 +247,45 @@ def netconf(namespace_kubeconfig, tmp_path):
 @pytest.fixture
 def pods(kube, namespace) -> Pods:
     return Pods(kube, namespace)
+
+
+# --- the fault proxy (tests/helpers/faultproxy.py) in front of the test API server -----------
+
+
+@pytest.fixture(scope="session")
+def fault_proxy_certs(tmp_path_factory):
+    """The fault proxy's CA and serving certificate, made once per session (openssl takes a moment)."""
+    from tests.helpers.faultproxy import make_certs
+
+    return make_certs(tmp_path_factory.mktemp("faultproxy-certs"))
+
+
+@pytest.fixture
+def fault_proxies(cluster, tmp_path, fault_proxy_certs):
+    """A factory: `make(namespace)` starts a `FaultProxy` in front of the test API server, with
+    `.kubeconfig`: the admin token, the proxy's CA and that namespace. All are stopped at teardown;
+    no thread of them may outlive the test."""
+    from tests.helpers.faultproxy import FaultProxy
+    from tests.helpers.kubeconfig import write_kubeconfig
+
+    started: list[FaultProxy] = []
+
+    def make(namespace: str) -> FaultProxy:
+        proxy = FaultProxy(cluster.server, cluster.ca_file, fault_proxy_certs).start()
+        started.append(proxy)
+        proxy.kubeconfig = write_kubeconfig(tmp_path / f"faultproxy-{len(started)}.kubeconfig", proxy.url,
+                                            ca_file=fault_proxy_certs.ca, token=cluster.token, namespace=namespace)
+        return proxy
+
+    try:
+        yield make
+    finally:
+        for proxy in started:
+            proxy.stop()
+        assert not any(proxy.alive() for proxy in started), "fault proxy threads still running"
+
+
+@pytest.fixture
+def fault_proxy(fault_proxies, namespace):
+    """A `FaultProxy` in front of the test API server for this test's namespace."""
+    return fault_proxies(namespace)

@@ -72,7 +72,7 @@ def test_client_certificate_data(forms, cluster):
 
 def test_bad_token_is_refused_with_a_clear_message(forms, cluster):
     err = run(forms("badtoken", ca_file=cluster.ca_file, token="not-a-token"), "ADD").error(5)
-    assert "401" in err["msg"]
+    assert "refused our credentials (401)" in err["msg"], err
 
 
 def test_exec_plugin_goes_through_the_official_loader(forms, cluster, tmp_path):

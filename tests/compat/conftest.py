@@ -25,7 +25,6 @@ import ipaddress
 import json
 import os
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,12 +210,3 @@ def finish_all(procs: list, timeout: float = 600) -> list[cni.Run]:
 
     with ThreadPoolExecutor(max_workers=max(1, len(procs))) as pool:
         return list(pool.map(lambda proc: cni.finish(proc, timeout=timeout), procs))
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.compat.conftest import GROUP, RESERVATIONS, VERSION, Env, wait_for
+from tests.compat.conftest import GROUP, RESERVATIONS, VERSION, Env
+from tests.helpers.faultproxy import Rule
 from tests.helpers.cni import finish
 
 pytestmark = pytest.mark.timeout(900)
@@ -127,39 +128,40 @@ def test_del_leaves_a_reservation_it_does_not_own(env, ours, go):
     assert env.store.reservation("10.79.0.6")["spec"]["podref"] == "default/other"
 
 
-def _go_sleeping(go, ip: str) -> bool:
-    try:
-        text = go.log_file.read_text(errors="replace")
-    except OSError:
-        return False
-    return f'Get overlappingRangewide allocation; normalized IP: "{ip}"' in text
-
-
-def test_reservation_taken_after_a_go_pool_write(env, ours, go):
+def test_reservation_taken_after_a_go_pool_write(env, ours, go, fault_proxies):
     """Go writes the pool entry before it creates the reservation: when another range reserved the
     address in between, Go's ADD fails and its pool entry stays behind. Ours creates the reservation
     first, so the same race ends with both ADDs done and nothing leaked. The race needs separate
-    locks: ours runs with `single_lease` off (by default the two take turns on one Lease)."""
-    wide, narrow = {"range": "10.80.0.0/24"}, {"range": "10.80.0.0/25", "single_lease": False}
+    locks: ours runs with `single_lease` off (by default the two take turns on one Lease). The slow
+    side's pool write is held at the fault proxy while the other side's ADD runs."""
+    proxy = fault_proxies(env.namespace)
+    via_proxy = {"kubernetes": {"kubeconfig": str(proxy.kubeconfig)}}
+    wide, narrow = {"range": "10.80.0.0/24", **via_proxy}, {"range": "10.80.0.0/25", "single_lease": False}
 
-    # Go on the wide range pauses between its reservation check and its pool write (sleep_for_race);
-    # meanwhile ours serves a pod of the narrow range.
-    slow_go = go.start(env.conf({**wide, "sleep_for_race": 8}), "ADD", container_id="g", pod="g")
-    wait_for(lambda: _go_sleeping(go, "10.80.0.1"), 60, "the Go plugin to check 10.80.0.1")
+    # Go on the wide range has checked 10.80.0.1 and its pool write (a JSON patch) is held; meanwhile
+    # ours serves a pod of the narrow range.
+    write = Rule("hold", "PATCH", "ippools")
+    proxy.set_rules(write)
+    slow_go = go.start(env.conf(wide), "ADD", container_id="g", pod="g")
+    write.wait_held()
     assert ours.run(env.conf(narrow), "ADD", container_id="o", pod="o").ok().ips == ["10.80.0.1/25"]
-    assert slow_go.poll() is None, "setup: ours' ADD took longer than the Go plugin's sleep"
+    write.release()
     go_out = finish(slow_go)
     assert go_out.rc != 0 and 'overlappingrangeipreservations.whereabouts.cni.cncf.io "10.80.0.1" already exists' \
         in go_out.json["msg"]
     # The Go bug: the failed ADD left its entry for 10.80.0.1 in the wide pool.
     assert env.store.allocations("10.80.0.0-24") == {"1": {"id": "g", "podref": "default/g", "ifname": "net1"}}
 
-    # The mirror image: ours pauses on the wide range, Go serves the narrow one meanwhile.
-    wide2, narrow2 = {"range": "10.81.0.0/24", "single_lease": False}, {"range": "10.81.0.0/25"}
-    slow_ours = ours.start(env.conf({**wide2, "sleep_for_race": 8}), "ADD", container_id="o2", pod="o2")
-    wait_for(lambda: env.store.reservation("10.81.0.1") is not None, 60, "ours to reserve 10.81.0.1")
+    # The mirror image: ours' pool write on the wide range is held (its reservation made), Go serves
+    # the narrow one meanwhile.
+    wide2, narrow2 = {"range": "10.81.0.0/24", "single_lease": False, **via_proxy}, {"range": "10.81.0.0/25"}
+    write = Rule("hold", "PUT", "ippools")
+    proxy.set_rules(write)
+    slow_ours = ours.start(env.conf(wide2), "ADD", container_id="o2", pod="o2")
+    write.wait_held()
+    assert env.store.reservation("10.81.0.1")["spec"]["podref"] == "default/o2"
     assert go.run(env.conf(narrow2), "ADD", container_id="g2", pod="g2").ok().ips == ["10.81.0.2/25"]
-    assert slow_ours.poll() is None, "setup: the Go plugin's ADD took longer than ours' sleep"
+    write.release()
     assert finish(slow_ours).ok().ips == ["10.81.0.1/24"]
     assert set(env.store.allocations("10.81.0.0-24")) == {"1"}
     assert set(env.store.allocations("10.81.0.0-25")) == {"2"}
@@ -214,7 +216,7 @@ def test_failed_pool_write_fails_the_add(env, ours, go, cluster, kube):
 
     err = ours.run(env.conf({"range": "10.84.0.0/24", "lock_timeout_ms": 10000, **limited}), "ADD",
                    container_id="o", pod="o")
-    assert err.rc != 0 and "403" in err.json["msg"], err.stdout
+    assert err.rc != 0 and "forbidden (403) on PUT" in err.json["msg"], err.stdout
     assert env.store.allocations("10.84.0.0-24") == {}
 
 

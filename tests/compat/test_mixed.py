@@ -10,14 +10,15 @@ checked) and once as a burst of 100 concurrent ADDs.
 from __future__ import annotations
 
 import ipaddress
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from tests.compat.conftest import GROUP, VERSION, Env, Plugin, finish_all, wait_for
+from tests.compat.conftest import GROUP, VERSION, Env, Plugin, finish_all
 from tests.helpers.cni import finish
+from tests.helpers.faultproxy import Rule
+from tests.helpers.leases import start_waiter_and_outlast_it
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -261,68 +262,61 @@ def test_concurrent(env, both, name, single_lease, record_property):
     assert {k: v["podref"] for k, v in reservations.items()} == want
 
 
-@pytest.mark.xfail(strict=True, reason="with single_lease off the two plugins share no lock: ours (Lease "
-                                       "whereabouts-<pool>) creates the reservation before its pool write, Go (Lease "
-                                       "whereabouts) after its pool write, so when both pick the same lowest free "
-                                       "address Go's ADD fails with 'already exists' (see doc/compat.md, "
-                                       "'Mixed operation')")
-def test_reservation_collision_fails_a_go_add(env, ours, go):
-    """The collision behind the retried Go ADDs of test_concurrent[plain-False], made deterministic with
-    sleep_for_race: Go has checked 10.46.0.1 and not yet written it when ours picks the same address."""
-    conf = {"range": "10.46.0.0/24", "single_lease": False}
-    slow_go = go.start(env.conf({**conf, "sleep_for_race": 6}), "ADD", container_id="g", pod="g")
-
-    def go_checked() -> bool:
-        try:
-            return 'normalized IP: "10.46.0.1"' in go.log_file.read_text(errors="replace")
-        except OSError:
-            return False
-
-    wait_for(go_checked, 60, "the Go plugin to check 10.46.0.1")
-    slow_ours = ours.start(env.conf({**conf, "sleep_for_race": 12}), "ADD", container_id="o", pod="o")
-    wait_for(lambda: env.store.reservation("10.46.0.1") is not None or slow_go.poll() is not None, 60,
-             "ours to reserve 10.46.0.1")
-    if slow_go.poll() is not None and env.store.reservation("10.46.0.1") is None:
-        finish(slow_ours)
-        pytest.skip("setup: the Go plugin finished before ours reserved 10.46.0.1 (machine too slow)")
-    go_out, our_out = finish(slow_go), finish(slow_ours)
-    assert our_out.rc == 0, failure(our_out, ours)
-    assert go_out.rc == 0, failure(go_out, go)
-    assert (go_out.ips, our_out.ips) == (["10.46.0.1/24"], ["10.46.0.2/24"])
-    assert set(env.store.allocations("10.46.0.0-24")) == {"1", "2"}
-    assert {r["metadata"]["name"] for r in env.store.reservations()} == {"10.46.0.1", "10.46.0.2"}
+def test_reservation_collision_fails_a_go_add(env, ours, go, fault_proxies):
+    """The collision behind the retried Go ADDs of test_concurrent[plain-False], made certain at the
+    fault proxy. With single_lease off the two plugins share no lock: ours (Lease whereabouts-<pool>)
+    creates the reservation before its pool write, Go (Lease whereabouts) after its pool write. Go has
+    checked 10.46.0.1 and its pool write is held when ours reserves the same address; Go's write then
+    lands, its reservation create fails 'already exists' and its ADD fails (see doc/compat.md, 'Mixed
+    operation'); ours re-decides after its write conflicts and takes .2."""
+    proxy = fault_proxies(env.namespace)
+    go_write = Rule("hold", "PATCH", "ippools")  # the Go plugin writes a pool with a JSON patch, ours with PUT
+    our_write = Rule("hold", "PUT", "ippools")
+    proxy.set_rules(go_write, our_write)
+    conf = env.conf({"range": "10.46.0.0/24", "single_lease": False,
+                     "kubernetes": {"kubeconfig": str(proxy.kubeconfig)}})
+    slow_go = go.start(conf, "ADD", container_id="g", pod="g")
+    go_write.wait_held()
+    slow_ours = ours.start(conf, "ADD", container_id="o", pod="o")
+    our_write.wait_held()
+    assert env.store.reservation("10.46.0.1")["spec"]["podref"] == "default/o"
+    go_write.release()
+    go_out = finish(slow_go)
+    assert go_out.rc != 0 and GO_COLLISION in go_out.json["msg"], failure(go_out, go)
+    assert env.store.allocations("10.46.0.0-24") == {"1": {"id": "g", "podref": "default/g", "ifname": "net1"}}
+    our_write.release()
+    our_out = finish(slow_ours)
+    assert our_out.ok().ips == ["10.46.0.2/24"], failure(our_out, ours)
+    assert [(e.method, e.status) for e in proxy.log if e.path.endswith("/ippools/10.46.0.0-24") and e.method != "GET"] \
+        == [("PATCH", 200), ("PUT", 409), ("PUT", 200)]  # Go's write, ours on its stale read, ours on a fresh one
+    # Go's failed ADD leaves its entry, without a reservation: ours dropped the one it made for .1.
+    assert env.store.allocations("10.46.0.0-24") == {"1": {"id": "g", "podref": "default/g", "ifname": "net1"},
+                                                     "2": {"id": "o", "podref": "default/o", "ifname": "net1"}}
+    assert {r["metadata"]["name"] for r in env.store.reservations()} == {"10.46.0.2"}
+    # What the runtime does next: DEL the failed sandbox, which frees Go's entry.
+    go.run(conf, "DEL", container_id="g", pod="g").ok()
+    assert set(env.store.allocations("10.46.0.0-24")) == {"2"}
+    assert {r["metadata"]["name"] for r in env.store.reservations()} == {"10.46.0.2"}
 
 
 @pytest.mark.parametrize("slow", ["ours", "go"])
-def test_the_shared_lease_makes_the_other_plugin_wait(env, both, slow):
-    """With the default shared Lease, an ADD that holds it for longer than its duration (5 s of
-    sleep_for_race against 1.5 s) keeps it: ours renews it as the Go plugin does, so the other plugin
-    waits for the release instead of taking the Lease over and colliding on the same address."""
+def test_the_shared_lease_makes_the_other_plugin_wait(env, both, slow, fault_proxies):
+    """With the default shared Lease, an ADD that holds it for longer than its duration (its pool write
+    held at the fault proxy) keeps it: ours renews it as the Go plugin does, so the other plugin waits
+    for the release instead of taking the Lease over and colliding on the same address."""
     slow_p, other = both if slow == "ours" else both[::-1]
-    conf = {"range": "10.47.0.0/24"}
-    first = slow_p.start(env.conf({**conf, "sleep_for_race": 5}), "ADD", container_id="s", pod="s")
-
-    def holder() -> str:
-        try:
-            return env.store.coord.read_namespaced_lease("whereabouts", env.store.namespace).spec.holder_identity or ""
-        except Exception:  # noqa: BLE001 - not created yet
-            return ""
-
-    wait_for(lambda: bool(holder()) or first.poll() is not None, 60, f"{slow} to take the Lease")
-    second = other.start(env.conf(conf), "ADD", container_id="w", pod="w")
-    ended: dict[str, float] = {}
-    deadline = time.monotonic() + 120
-    while len(ended) < 2 and time.monotonic() < deadline:
-        for key, proc in (("first", first), ("second", second)):
-            if key not in ended and proc.poll() is not None:
-                ended[key] = time.monotonic()
-        time.sleep(0.01)
-    first_out, second_out = finish(first), finish(second)
+    proxy = fault_proxies(env.namespace)
+    write = Rule("hold", "PATCH" if slow == "go" else "PUT", "ippools")  # Go writes a pool with a JSON patch
+    proxy.set_rules(write)
+    conf = env.conf({"range": "10.47.0.0/24", "kubernetes": {"kubeconfig": str(proxy.kubeconfig)}})
+    first = slow_p.start(conf, "ADD", container_id="s", pod="s")
+    write.wait_held()
+    second = start_waiter_and_outlast_it(env.store, proxy, lambda: other.start(conf, "ADD", container_id="w", pod="w"))
+    write.release()
+    first_out, second_out = finish_all([first, second])
     assert first_out.rc == 0, failure(first_out, slow_p)
     assert second_out.rc == 0, failure(second_out, other)
     assert (first_out.ips, second_out.ips) == (["10.47.0.1/24"], ["10.47.0.2/24"])
-    # The Lease is released just before the slow ADD exits: the other cannot end much earlier.
-    assert ended["second"] > ended["first"] - 0.5, f"{other.name} did not wait for {slow_p.name}'s Lease: {ended}"
     assert set(env.store.allocations("10.47.0.0-24")) == {"1", "2"}
 
 

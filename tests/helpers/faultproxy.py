@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-ACTIONS = ("drop_answer", "reset_before", "reset_after", "delay", "delay_answer", "blackhole", "trickle")
+ACTIONS = ("drop_answer", "reset_before", "reset_after", "delay", "delay_answer", "blackhole", "trickle", "hold",
+           "hold_answer")
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,10 @@ class Rule:
     """Fires on the `nth` (1-based) request matching method, plural and predicate, or on every one.
 
     `seconds` is the pause of `delay`/`delay_answer` and the pause per byte of `trickle`.
+    `hold` keeps each request it fires on from the API server until the test calls `release()`
+    (then it is forwarded) or the client goes away first (then it never is); `hold_answer` forwards
+    it and keeps the answer until `release()`. The test waits for `wait_held(n)`, so it knows the
+    callers are parked at exactly that point, whatever the load.
     Watch requests are streams, not calls: a rule sees them only with `watches=True`, and
     then only `reset_before`, `delay` and `blackhole` apply to them.
     """
@@ -102,9 +107,28 @@ class Rule:
     watches: bool = False
     seen: int = field(default=0, compare=False)
     fired: int = field(default=0, compare=False)
+    held: int = field(default=0, compare=False)
+    _held: threading.Condition = field(default_factory=threading.Condition, compare=False, repr=False)
+    _released: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         assert self.action in ACTIONS, self.action
+
+    def wait_held(self, count: int = 1, timeout: float = 60) -> None:
+        """Return once `count` requests have been held by this rule; fail after `timeout`."""
+        with self._held:
+            if not self._held.wait_for(lambda: self.held >= count, timeout):
+                raise AssertionError(f"{self.held} of {count} requests reached the {self.action} rule within "
+                                     f"{timeout}s")
+
+    def release(self) -> None:
+        """Let every held request (and every later one this rule fires on) through to the API server."""
+        self._released.set()
+
+    def _arrived(self) -> None:
+        with self._held:
+            self.held += 1
+            self._held.notify_all()
 
     def matches(self, req: Request) -> bool:
         if req.watch and not self.watches:
@@ -369,6 +393,10 @@ class FaultProxy:
                 if action == "blackhole":
                     self._record(req, None, action)
                     return self._hold(conn)
+                if action == "hold":
+                    rule._arrived()
+                    if not self._hold(conn, rule._released):
+                        return self._record(req, None, action)
                 if action == "delay" and self._stopping.wait(rule.seconds):
                     return
                 if req.watch:
@@ -383,6 +411,10 @@ class FaultProxy:
                     return self._close(conn, reset=action == "reset_after")
                 if action == "delay_answer" and self._stopping.wait(rule.seconds):
                     return
+                if action == "hold_answer":
+                    rule._arrived()
+                    if not self._hold(conn, rule._released):
+                        return
                 if action == "trickle":
                     for i in range(len(answer)):
                         conn.sendall(answer[i:i + 1])
@@ -399,15 +431,19 @@ class FaultProxy:
             self._close(raw)
             up.close()
 
-    def _hold(self, conn: socket.socket) -> None:
-        """Blackhole: answer nothing, until the client gives up (closes) or the proxy stops."""
+    def _hold(self, conn: socket.socket, released: threading.Event | None = None) -> bool:
+        """Answer nothing until `released` (True), or the client gives up (closes) or the proxy
+        stops (False). A client sends nothing more while it waits for an answer: readable means closed."""
         while not self._stopping.is_set():
-            if select.select([conn], [], [], 0.2)[0]:
+            if released is not None and released.is_set():
+                return True
+            if select.select([conn], [], [], 0.05)[0]:
                 try:
                     if not conn.recv(65536):
-                        return
+                        return False
                 except (OSError, ValueError):
-                    return
+                    return False
+        return False
 
     def _stream(self, req: Request, conn: socket.socket, up: ssl.SSLSocket) -> None:
         """A watch: send the request, then relay bytes both ways until either side closes.

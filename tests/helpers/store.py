@@ -47,6 +47,13 @@ class Pools:
     def reservations(self) -> list[dict[str, Any]]:
         return self._list("overlappingrangeipreservations")
 
+    def lease(self, name: str = "whereabouts") -> tuple[str, float, float, int]:
+        """(holderIdentity, acquireTime, renewTime, leaseDurationSeconds) of a Lease, the times in
+        seconds since the epoch: what tells whether and when a waiter took it over."""
+        spec = self.coord.read_namespaced_lease(name, self.namespace).spec
+        return (spec.holder_identity or "", spec.acquire_time.timestamp(), spec.renew_time.timestamp(),
+                spec.lease_duration_seconds)
+
     def create_pool(self, name: str, cidr: str, allocations: dict[str, Any]) -> None:
         body = {"apiVersion": "whereabouts.cni.cncf.io/v1alpha1", "kind": "IPPool",
                 "metadata": {"name": name}, "spec": {"range": cidr, "allocations": allocations}}

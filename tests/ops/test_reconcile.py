@@ -10,6 +10,7 @@ import sys
 import threading
 
 from tests.helpers.cni import finish, run, start
+from tests.helpers.faultproxy import Rule
 from tests.ops.conftest import cli_env
 
 POOL = "10.10.0.0-24"
@@ -105,7 +106,10 @@ def test_recreated_statefulset_pod_keeps_its_address(netconf, pools, pods, wb):
     assert pools.reservation("10.10.0.2")["spec"]["containerid"] == "new"
 
 
-def test_a_sweep_racing_twenty_adds_frees_none_of_theirs(netconf, pools, pods, namespace_kubeconfig, wb):
+def test_sweeps_alongside_twenty_adds_free_only_the_dead(netconf, pools, pods, namespace_kubeconfig, wb):
+    """A reconcile loop runs while waves of ADDs do: whether a sweep overlaps an ADD is left to the
+    scheduler here (test_a_sweep_and_an_add_in_flight_overlap_both_ways makes sure it does); what
+    is checked is the end state: only what the dead pods held was freed."""
     ns = pods.namespace
     conf = netconf({"log_file": None})
     live = [f"live-{i}" for i in range(20)]
@@ -119,8 +123,8 @@ def test_a_sweep_racing_twenty_adds_frees_none_of_theirs(netconf, pools, pods, n
     reader = threading.Thread(target=lambda: [sweeps.put(json.loads(line)) for line in loop.stdout], daemon=True)
     reader.start()
     try:
-        first = sweeps.get(timeout=60)  # the loop runs: now race it
-        # Three waves of ADDs, each left running while the next sweep (at least 1 s apart) completes.
+        first = sweeps.get(timeout=60)  # the loop runs
+        # Three waves of ADDs, each started before the loop's next sweep is read.
         order = [pod for pair in zip(live, dead + [None] * 10) for pod in pair if pod]
         procs, racing = {}, []
         for wave in (order[:10], order[10:20], order[20:]):
@@ -146,6 +150,55 @@ def test_a_sweep_racing_twenty_adds_frees_none_of_theirs(netconf, pools, pods, n
     assert {f"10.10.0.{k}/24" for k in stored} == ips
     assert {v["podref"] for v in stored.values()} == {f"{ns}/{p}" for p in live}
     assert names(pools.reservations()) == sorted(ip.split("/")[0] for ip in ips)
+    assert wb("check").rc == 0
+
+
+def test_a_sweep_and_an_add_in_flight_overlap_both_ways(netconf, pools, pods, fault_proxy, wb):
+    """1. An ADD parked at the fault proxy between its reservation and its pool write: a sweep sees its
+    reservation without an entry and keeps it (within the grace period), frees a dead pod's entry, and
+    the ADD's write, now on a stale read, conflicts and is decided again. 2. A sweep parked at its pool
+    write while an ADD completes: its write conflicts, and on a fresh read it frees only the dead."""
+    ns = pods.namespace
+    pods.create("live-0", "live-1")
+    direct = netconf()
+    via_proxy = netconf({"kubernetes": {"kubeconfig": str(fault_proxy.kubeconfig)}})
+
+    def pool_writes() -> list[int | None]:
+        return [e.status for e in fault_proxy.log if e.method == "PUT" and e.path.endswith(f"/ippools/{POOL}")]
+
+    run(direct, "ADD", container_id="c-dead-0", pod="dead-0", pod_namespace=ns).ok()  # 10.10.0.1, no pod
+    write = Rule("hold", "PUT", "ippools")
+    fault_proxy.set_rules(write)
+    add = start(via_proxy, "ADD", container_id="c-live-0", pod="live-0", pod_namespace=ns)
+    write.wait_held()
+    assert pools.reservation("10.10.0.2")["spec"]["podref"] == f"{ns}/live-0" and "2" not in pools.allocations(POOL)
+    sweep = wb("reconcile", "-o", "json")
+    assert sweep.json["deferred"] == ["10.10.0.2"]  # the in-flight ADD's reservation, seen and kept
+    assert {(f["kind"], f["address"], f["pod"]) for f in sweep.json["freed"]} == {
+        ("allocation", "10.10.0.1", f"{ns}/dead-0"), ("reservation", "10.10.0.1", f"{ns}/dead-0")}
+    write.release()
+    assert finish(add).ok().ips == ["10.10.0.1/24"]  # decided again on the read after the sweep's write
+    assert pool_writes() == [409, 200]
+    assert names(pools.reservations()) == ["10.10.0.1"]  # the one left by its first decision is gone
+
+    run(direct, "ADD", container_id="c-dead-1", pod="dead-1", pod_namespace=ns).ok()  # 10.10.0.2, no pod
+    write = Rule("hold", "PUT", "ippools")
+    fault_proxy.set_rules(write)
+    loop = subprocess.Popen([sys.executable, "-m", "whereabouts", "reconcile", "-o", "json"],
+                            env=cli_env(fault_proxy.kubeconfig), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        write.wait_held()
+        assert run(direct, "ADD", container_id="c-live-1", pod="live-1", pod_namespace=ns).ok().ips == ["10.10.0.3/24"]
+    finally:
+        write.release()
+        out, err = loop.communicate(timeout=120)
+    assert loop.returncode == 0, err
+    assert {(f["kind"], f["address"]) for f in json.loads(out)["freed"]} == {
+        ("allocation", "10.10.0.2"), ("reservation", "10.10.0.2")}
+    assert pool_writes()[2:] == [409, 200]  # the sweep's write on its first read, then on a fresh one
+    assert owners(pools.allocations(POOL)) == {"1": f"{ns}/live-0", "3": f"{ns}/live-1"}
+    assert names(pools.reservations()) == ["10.10.0.1", "10.10.0.3"]
     assert wb("check").rc == 0
 
 

@@ -26,6 +26,7 @@ import pytest
 
 from tests.helpers.cni import Run, finish, start
 from tests.helpers.faultproxy import Rule
+from tests.helpers.wait import wait_for
 
 GROUP, VERSION = "whereabouts.cni.cncf.io", "v1alpha1"
 RESERVATIONS = "overlappingrangeipreservations"
@@ -203,6 +204,40 @@ def test_fault_proxy_forwards_streams_and_stops(fault_proxy, pools, cluster):
     watch.close()
     assert [(e.method, e.action) for e in fault_proxy.log] == [("GET", "forward"), ("GET", "delay"),
                                                                ("GET", "blackhole"), ("GET", "forward")]
+
+
+def test_fault_proxy_holds_a_request_until_released_or_its_client_leaves(fault_proxy, pools, cluster):
+    """`hold` parks a request before the API server sees it: released, it is forwarded and answered;
+    if its client goes away first, it is never forwarded."""
+    import http.client
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(fault_proxy.certs.ca))
+    auth = {"Authorization": f"Bearer {cluster.token}", "Content-Type": "application/json"}
+    base = f"/apis/coordination.k8s.io/v1/namespaces/{pools.namespace}/leases"
+
+    def post(name: str) -> http.client.HTTPSConnection:
+        conn = http.client.HTTPSConnection("127.0.0.1", fault_proxy.port, context=ctx, timeout=30)
+        conn.request("POST", base, body=f'{{"metadata": {{"name": "{name}"}}}}', headers=auth)
+        return conn
+
+    def stored() -> list[str]:
+        return sorted(lease.metadata.name for lease in pools.coord.list_namespaced_lease(pools.namespace).items)
+
+    hold = Rule("hold", "POST", "leases", nth=None)
+    fault_proxy.set_rules(hold)
+    left = post("left")
+    hold.wait_held(1)
+    left.close()
+    wait_for(lambda: bool(fault_proxy.fired("hold")), 30, "the proxy to notice its client leave")
+    kept = post("kept")
+    hold.wait_held(2)
+    assert stored() == []
+    hold.release()
+    assert kept.getresponse().status == 201
+    kept.close()
+    assert stored() == ["kept"]
+    assert [(e.method, e.status, e.action) for e in fault_proxy.log] == [("POST", None, "hold"), ("POST", 201, "hold")]
 
 
 def _raises(fn, *args) -> BaseException | None:

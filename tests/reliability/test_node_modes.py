@@ -3,6 +3,7 @@ claim or before their write, and 300 concurrent ADDs from 6 nodes in every mode 
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import signal
 import time
@@ -42,13 +43,16 @@ def all_stored(pools) -> list[str]:
 
 
 def test_two_nodes_racing_for_one_block_get_one_each(netconf, pools, tmp_path, fault_proxy):
-    """Both nodes list the range before either created a block (the listing answers are held back),
-    so both try to create blk0: one wins it, the other takes blk1."""
-    fault_proxy.set_rules(Rule("delay_answer", "GET", "ippools", nth=None, seconds=0.4,
-                               predicate=lambda r: "labelSelector" in r.query))
+    """Both nodes list the range before either created a block (both listings are answered by the API
+    server and the answers held at the proxy until both are), so both try to create blk0: one wins
+    it, the other takes blk1."""
+    listing = Rule("hold_answer", "GET", "ippools", nth=None, predicate=lambda r: "labelSelector" in r.query)
+    fault_proxy.set_rules(listing)
     ipam = {"range": "10.70.0.0/24", "block_size": 16, "kubernetes": {"kubeconfig": str(fault_proxy.kubeconfig)}}
     procs = {node: start(netconf({**ipam, "node_lock_dir": str(tmp_path / node)}), "ADD", container_id=node,
                          pod=node, env={"NODENAME": node}) for node in ("node-a", "node-b")}
+    listing.wait_held(2)
+    listing.release()
     ips = {node: finish(p).ok().ips[0] for node, p in procs.items()}
     assert len(set(ips.values())) == 2
     assert sorted(owners(pools).items()) in (
@@ -58,21 +62,39 @@ def test_two_nodes_racing_for_one_block_get_one_each(netconf, pools, tmp_path, f
     assert sorted(creates) == [201, 201, 409]  # blk0 twice (one lost the race), then blk1
 
 
-def test_a_node_killed_after_its_claim_keeps_the_block_and_uses_it_next_time(netconf, pools, tmp_path):
-    conf = netconf({"range": "10.71.0.0/24", "block_size": 16, "node_lock_dir": str(tmp_path / "node-a"),
-                    "sleep_for_race": 30})
-    proc = start(conf, "ADD", container_id="killed", pod="killed", env={"NODENAME": "node-a"})
-    deadline = time.monotonic() + 20
-    while "10.71.0.0-24-blk0" not in owners(pools):
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.05)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+def killed_at_its_pool_write(conf: dict, fault_proxy, container: str) -> None:
+    """Run an ADD through the fault proxy and SIGKILL it while its first pool write is held there:
+    it holds every lock it takes and has made its reservation, and the write never reaches the
+    API server."""
+    write = Rule("hold", "PUT", "ippools")
+    fault_proxy.set_rules(write)
+    conf = {**conf, "ipam": {**conf["ipam"], "kubernetes": {"kubeconfig": str(fault_proxy.kubeconfig)}}}
+    proc = start(conf, "ADD", container_id=container, pod=container, env={"NODENAME": "node-a"})
+    try:
+        write.wait_held()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    fault_proxy.clear()
+
+
+def free_to_take(lock_dir) -> list[str]:
+    """The node lock files in `lock_dir`, each taken and let go at once: a killed holder's are free."""
+    names = []
+    for path in sorted(lock_dir.glob("*.lock")):
+        with open(path) as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises while anyone holds it
+        names.append(path.name)
+    return names
+
+
+def test_a_node_killed_after_its_claim_keeps_the_block_and_uses_it_next_time(netconf, pools, tmp_path, fault_proxy):
+    conf = netconf({"range": "10.71.0.0/24", "block_size": 16, "node_lock_dir": str(tmp_path / "node-a")})
+    killed_at_its_pool_write(conf, fault_proxy, "killed")
     assert owners(pools) == {"10.71.0.0-24-blk0": "node-a"}
-    conf["ipam"]["sleep_for_race"] = 0
+    assert pools.allocations("10.71.0.0-24-blk0") == {}  # the claim was stored, the allocation not
     got = finish(start(conf, "ADD", container_id="next", pod="next", env={"NODENAME": "node-a"})).ok().ips[0]
-    # 10.71.0.1 stays reserved by the killed call (it may have been written): the next takes .2.
+    # The killed call's reservation of 10.71.0.1 stays (the reconciler sweeps it): the next takes .2.
     assert got == "10.71.0.2/24" and owners(pools) == {"10.71.0.0-24-blk0": "node-a"}
     # The killed one's sandbox retried (same container id): it gets the address it had reserved.
     again = finish(start(conf, "ADD", container_id="killed", pod="killed", env={"NODENAME": "node-a"})).ok()
@@ -81,10 +103,11 @@ def test_a_node_killed_after_its_claim_keeps_the_block_and_uses_it_next_time(net
 
 
 @pytest.mark.parametrize("mode", ["default", "slices", "blocks"])
-def test_a_holder_killed_before_its_write_blocks_nobody_for_long(mode, netconf, pools, tmp_path):
+def test_a_holder_killed_before_its_write_blocks_nobody_past_its_lease(mode, netconf, pools, tmp_path, fault_proxy):
     """SIGKILLed while holding every lock it takes, between reading and writing the pool: the next
-    invocation on the node gets the node lock at once and the Lease (where there is one) when it
-    expires, and nothing is handed out twice."""
+    invocation on the node gets the node lock (the kernel dropped it), and the Lease, where there is
+    one, only once it has expired by the dead holder's own record; nothing is handed out twice.
+    That the wait is short is the next ADD's own deadline (lock_timeout_ms) to enforce."""
     ipam = {"range": "10.72.0.0/24", "node_lock_dir": str(tmp_path / "node-a")}
     if mode == "slices":
         plant_slices(pools, "testnet", "10.72.0.0/24", "/26", ["node-a"])
@@ -92,17 +115,20 @@ def test_a_holder_killed_before_its_write_blocks_nobody_for_long(mode, netconf, 
     elif mode == "blocks":
         ipam["block_size"] = 16
     first = finish(start(netconf(ipam), "ADD", container_id="c0", pod="p0", env={"NODENAME": "node-a"})).ok()
-    proc = start(netconf({**ipam, "sleep_for_race": 30}), "ADD", container_id="killed", pod="killed",
-                 env={"NODENAME": "node-a"})
-    time.sleep(1.5)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    began = time.monotonic()
+    lease_name = "node-a-10.72.0.0-26" if mode == "slices" else "whereabouts"
+    killed_at_its_pool_write(netconf(ipam), fault_proxy, "killed")
+    assert free_to_take(tmp_path / "node-a"), "no node lock file: the killed ADD took none"
+    if mode != "blocks":
+        holder, _, dead_renewed, duration = pools.lease(lease_name)
+        assert holder, "the killed ADD did not hold the Lease"
     after = finish(start(netconf(ipam), "ADD", container_id="c1", pod="p1", env={"NODENAME": "node-a"})).ok()
-    took = time.monotonic() - began
     assert first.ips[0] != after.ips[0]
-    assert took < (1.5 + 2 + 3 if mode != "blocks" else 3), took  # Lease duration + skew, or no Lease at all
     assert sorted(Counter(all_stored(pools)).values()) == [1, 1]
+    if mode == "blocks":
+        assert pools.coord.list_namespaced_lease(pools.namespace).items == []  # no Lease on this path
+    else:  # taken over, and not before the dead holder's last renewal had run its duration
+        _, taken, _, _ = pools.lease(lease_name)
+        assert taken - dead_renewed >= duration - 1e-3, (taken, dead_renewed, duration)
 
 
 @pytest.mark.parametrize("mode", ["default", "slices", "blocks"])
