@@ -154,7 +154,9 @@ def our_plugin(rev: str | None = None) -> list[str]:
     if not (src / "hack" / "build.sh").exists():
         return [str(venv / "bin" / "whereabouts")]
     if rev is not None:  # the same packaging for both: this checkout's build.sh (its spec keeps setuptools out)
-        (src / "hack" / "build.sh").write_bytes((ROOT / "hack" / "build.sh").read_bytes())
+        for part in ("build.sh", "lib/common.sh"):  # build.sh and the helpers it sources
+            (src / "hack" / part).parent.mkdir(parents=True, exist_ok=True)
+            (src / "hack" / part).write_bytes((ROOT / "hack" / part).read_bytes())
     say(f"building the single folder of {'this checkout' if rev is None else rev} (hack/build.sh)")
     proc = subprocess.run(["bash", str(src / "hack" / "build.sh"), "--no-bench"], cwd=src,
                           env={**os.environ, "PYTHON": str(venv / "bin" / "python")},
