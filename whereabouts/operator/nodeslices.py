@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import math
 import signal
 import socket
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,8 +43,8 @@ from whereabouts.core.slices import (KIND, NAD_KIND, OWNERS_ANNOTATION, PLURAL, 
                                      unassign, unassigned_nodes)
 from whereabouts.errors import CorruptPool
 from whereabouts.files import find_flat_file, read_regular_file
-from whereabouts.k8s.lease import micro_time
 from whereabouts.k8s.store import POOLS, dig
+from whereabouts.operator.election import Elector
 from whereabouts.operator.kubeclient import Kube, KubeError
 
 NAD_GROUP, NAD_VERSION, NAD_PLURAL = "k8s.cni.cncf.io", "v1", "network-attachment-definitions"
@@ -228,122 +226,6 @@ def nad_slice_spec(nad: NAD) -> SliceSpec | None:
         return None
     name, inline = found
     return slice_spec(name, inline, read_flat(inline))
-
-
-# --- the Lease ---------------------------------------------------------------------------
-
-
-class Elector:
-    """Leadership on a `coordination.k8s.io/v1` Lease, by client-go's rules.
-
-    The Lease is taken when it has no holder, is ours, or its record has not changed for its duration
-    since we first saw it (on our own clock, so skew between machines does not matter). The leader renews
-    it every retry period and stops leading once it could not for the renew deadline.
-    """
-
-    def __init__(self, kube: Kube, name: str, identity: str, duration: float, renew_deadline: float,
-                 retry_period: float, on_change: Callable[[], None], stop: threading.Event) -> None:
-        from kubernetes import client
-
-        self.coord = client.CoordinationV1Api(kube.api)
-        self.kube, self.name, self.identity = kube, name, identity
-        self.duration, self.renew_deadline, self.retry_period = duration, renew_deadline, retry_period
-        self.on_change, self.stop = on_change, stop
-        self.leading = threading.Event()
-        self.observed: tuple[str, float] = ("", 0.0)  # (resourceVersion, when first seen)
-        self.renewed = 0.0
-        self.other = ""  # the other replica last seen leading
-
-    def _spec(self, transitions: int, acquired: str | None = None) -> dict[str, Any]:
-        now = micro_time()
-        return {"holderIdentity": self.identity, "leaseDurationSeconds": max(1, math.ceil(self.duration)),
-                "acquireTime": acquired or now, "renewTime": now, "leaseTransitions": transitions}
-
-    def _read(self) -> dict[str, Any] | None:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            resp = self.coord.read_namespaced_lease(self.name, self.kube.namespace, _preload_content=False,
-                                                    _request_timeout=self._timeout())
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-        return json.loads(resp.data)
-
-    def _timeout(self) -> tuple[float, float]:
-        t = min(self.kube.timeout, self.renew_deadline)
-        return (t, t)
-
-    def try_once(self) -> bool:
-        """One attempt to take or renew the Lease; True when we hold it now."""
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            lease = self._read()
-            if lease is None:
-                body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                        "metadata": {"name": self.name, "namespace": self.kube.namespace}, "spec": self._spec(0)}
-                self.coord.create_namespaced_lease(self.kube.namespace, body, _preload_content=False,
-                                                   _request_timeout=self._timeout())
-                return True
-            spec = lease.get("spec") or {}
-            holder = spec.get("holderIdentity") or ""
-            rv = lease["metadata"]["resourceVersion"]
-            now = time.monotonic()
-            if rv != self.observed[0]:
-                self.observed = (rv, now)
-            duration = spec.get("leaseDurationSeconds") or self.duration
-            if holder and holder != self.identity and now - self.observed[1] < duration:
-                if holder != self.other and not self.leading.is_set():
-                    log.info("standing by: another replica leads", lease=f"{self.kube.namespace}/{self.name}",
-                             holder=holder)
-                self.other = holder
-                return False
-            ours = holder == self.identity
-            transitions = int(spec.get("leaseTransitions") or 0) + (0 if ours else 1)
-            lease["spec"] = {**spec, **self._spec(transitions, spec.get("acquireTime") if ours else None)}
-            self.coord.replace_namespaced_lease(self.name, self.kube.namespace, lease, _preload_content=False,
-                                                _request_timeout=self._timeout())
-            return True
-        except ApiException as e:
-            if e.status != 409:
-                log.warning("lease request failed", lease=self.name, error=f"{e.status} {e.reason}")
-            return False
-        except Exception as e:  # noqa: BLE001 - unreachable or slow: the next period tries again
-            log.warning("lease request failed", lease=self.name, error=str(e) or type(e).__name__)
-            return False
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            now = time.monotonic()
-            if self.try_once():
-                self.renewed = now
-                if not self.leading.is_set():
-                    log.info("leading", lease=f"{self.kube.namespace}/{self.name}", identity=self.identity)
-                    self.leading.set()
-                    self.on_change()
-            elif self.leading.is_set() and now - self.renewed >= self.renew_deadline:
-                log.warning("lost the lease", lease=f"{self.kube.namespace}/{self.name}", identity=self.identity)
-                self.leading.clear()
-            self.stop.wait(self.retry_period)
-
-    def release(self) -> None:
-        """Clear the holder so that a standby takes over at once rather than after the Lease's duration."""
-        if not self.leading.is_set():
-            return
-        self.leading.clear()
-        try:
-            lease = self._read()
-            if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
-                return
-            lease["spec"] = {**lease["spec"], "holderIdentity": "", "leaseDurationSeconds": 1,
-                             "renewTime": micro_time()}
-            self.coord.replace_namespaced_lease(self.name, self.kube.namespace, lease, _preload_content=False,
-                                                _request_timeout=self._timeout())
-            log.info("released the lease", lease=f"{self.kube.namespace}/{self.name}")
-        except Exception as e:  # noqa: BLE001 - best effort: it expires anyway
-            log.warning("could not release the lease", lease=self.name, error=str(e) or type(e).__name__)
 
 
 # --- one pass ----------------------------------------------------------------------------
