@@ -13,7 +13,8 @@ from structlog.testing import capture_logs
 from tests.fakes.store import FakeStore
 from whereabouts.core.slices import KIND, PLURAL
 from whereabouts.k8s.store import POOLS
-from whereabouts.operator.nodeslices import NAD, NodeSlices
+from whereabouts.operator.nads import NAD
+from whereabouts.operator.nodeslices import NodeSlices
 
 
 class Kube(FakeStore):

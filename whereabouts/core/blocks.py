@@ -2,14 +2,16 @@
 
 By default a range is one IPPool named after it, exactly as the Go plugin stores
 it, so both plugins share it. That object cannot grow past etcd's object limit
-(~1.5 MB, about 10,000 allocations) and every invocation queues on its one Lease.
+(~1.5 MB, about 10,000 allocations) and every invocation queues on one Lease (the
+namespace's, shared by all its pools, unless `single_lease` is off).
 With `block_size` set, the range is split into CIDR-aligned blocks of that many
 addresses. It is opt-in because a pool layout must never change under a running
 cluster: the Go plugin, or an older config, would keep using the single pool. Each block is an
 IPPool of its own (spec.range is the block's CIDR, so its offsets decode on their
 own) that one node claims (`BLOCK_NODE_ANNOTATION`) and then allocates in without a
-Lease (see `whereabouts.core.affinity`). With `node_slice_size`, the node's slice
-(`whereabouts.core.slices`) is the one pool it uses.
+Lease; other nodes use it only once their own blocks are full (see `whereabouts.core.affinity`).
+With `node_slice_size`, the node's slice (`whereabouts.core.slices`, cut by `carve`) is the
+one pool it allocates in; DEL and CHECK also look in its old slices' pools after a re-slicing.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class Block(Record):
     """One IPPool's share of a configured range.
 
     `local` is the block as a range of its own (offsets relative to its CIDR); `index`
-    is None for a range stored as a single, Go-compatible pool.
+    is None for a range stored as a single, Go-compatible pool, and for a node's slice.
     """
 
     __slots__ = ("parent", "local", "name", "index")
@@ -68,7 +70,8 @@ class Block(Record):
 
 
 class Layout(Record):
-    """The pools of one range: `block_size` 0 means one pool, named and encoded as the Go plugin does."""
+    """The pools of one range: `block_size` 0 (or not below the range's size) means one pool, named and
+    encoded as the Go plugin does."""
 
     __slots__ = ("rng", "network_name", "block_size")
     _defaults = {"network_name": "", "block_size": 0}

@@ -1,7 +1,7 @@
 """The cluster-wide half of mutual exclusion per pool: a `coordination.k8s.io/v1` Lease.
 
-(The node-local half, taken first, is `whereabouts.plugin.nodelock`.) The Lease follows client-go's leader-election rules: take it when it is free, ours,
-or when its record has not changed for its duration since we first observed it. A
+(The node-local half, taken first, is `whereabouts.plugin.nodelock`.) Who may take the Lease and
+what is written is `whereabouts.core.leases`, client-go's rules; this module does the requests. A
 waiter also trusts the record itself: a Lease whose `renewTime` plus duration (and a
 margin for clock skew between nodes) lies in the past is expired, so a dead holder's
 Lease can be taken even when its duration is longer than any one waiter lives.
@@ -19,10 +19,11 @@ import _thread
 import math
 import time
 
+from whereabouts.core.leases import (Sighting, claim, duration_of, expiry, holder_of, is_free, lease_object, release,
+                                     renewal)
 from whereabouts.errors import IOFailure, OutcomeUnknown, TryAgainLater
 from whereabouts.k8s.store import dig
 from whereabouts.k8s.urls import quote
-from whereabouts.core.rfc3339 import format_time, parse_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 MANAGED_BY = {"app.kubernetes.io/managed-by": "whereabouts"}
 # How far the clocks of two nodes may disagree when a waiter judges a Lease by its renewTime.
 CLOCK_SKEW_S = 2.0
-micro_time = format_time  # as operator/nodeslices.py imports it; new code imports whereabouts.core.rfc3339
 
 
 class LeaseLock:
@@ -57,16 +57,6 @@ class LeaseLock:
         self._guard = _thread.allocate_lock()  # the renewer and release() never write at once
         self._stop = _thread.allocate_lock()  # held while the renewer should keep going
 
-    def _spec(self, transitions: int) -> dict[str, Any]:
-        now = format_time()
-        return {
-            "holderIdentity": self.identity,
-            "leaseDurationSeconds": self.duration_s,
-            "acquireTime": now,
-            "renewTime": now,
-            "leaseTransitions": transitions,
-        }
-
     def acquire(self) -> None:
         """Take the Lease, waiting on a watch of it while someone else holds it.
 
@@ -76,7 +66,7 @@ class LeaseLock:
         """
         start = time.monotonic()
         lease = self._get_or_create()
-        observed_rv, observed_at = None, start
+        seen = Sighting()
         events, holder = None, ""
         try:
             while lease is not None:
@@ -85,13 +75,12 @@ class LeaseLock:
                 if not isinstance(spec, dict):
                     raise IOFailure(f"Lease {self.api.namespace}/{self.name}: the API server answered with a "
                                     "malformed object")
-                holder = spec.get("holderIdentity") or ""
-                if rv != observed_rv:
-                    observed_rv, observed_at = rv, time.monotonic()
-                free = not holder or holder == self.identity
-                expires = observed_at + self._duration(spec) if free else self._expiry(spec, observed_at)
+                holder = holder_of(spec)
+                since = seen.see(rv, time.monotonic())
+                free = is_free(spec, self.identity)
+                expires = since + duration_of(spec, self.duration_s) if free else self._expiry(spec, since)
                 if free or time.monotonic() >= expires:
-                    if self._take(lease, spec, holder):
+                    if self._take(lease, spec):
                         break
                     lease = None  # lost the race: the watch brings the winner's version
                 elif time.monotonic() >= self.deadline:
@@ -115,21 +104,10 @@ class LeaseLock:
         self._stop.acquire()
         _thread.start_new_thread(self._renew, (self.api.sibling(),))
 
-    def _duration(self, spec: dict[str, Any]) -> float:
-        try:
-            return float(spec.get("leaseDurationSeconds") or self.duration_s)
-        except (TypeError, ValueError):
-            return float(self.duration_s)
-
     def _expiry(self, spec: dict[str, Any], observed_at: float) -> float:
         """When (monotonic) the holder's time is up: its duration after we first saw this version,
         or after the record's own renewTime (plus CLOCK_SKEW_S), whichever comes first."""
-        duration = self._duration(spec)
-        expires = observed_at + duration
-        renewed = parse_time(spec.get("renewTime"))
-        if renewed is not None:
-            expires = min(expires, time.monotonic() + renewed + duration + CLOCK_SKEW_S - time.time())
-        return expires
+        return expiry(spec, observed_at, self.duration_s, time.monotonic(), time.time(), CLOCK_SKEW_S)
 
     def _renew(self, api: KubeAPI) -> None:
         """Renew the held Lease every retry period until released (on its own thread and connection).
@@ -146,7 +124,7 @@ class LeaseLock:
                 with self._guard:
                     if self.held is None:
                         return
-                    spec = {**(dig(self.held, "spec") or {}), "renewTime": format_time()}
+                    spec = renewal(dig(self.held, "spec") or {}, time.time())
                     try:
                         resp = api.request("PUT", api.lease_path(self.name), {**self.held, "spec": spec},
                                            timeout=self.duration_s)
@@ -176,12 +154,8 @@ class LeaseLock:
             resp = self.api.request("GET", self.api.lease_path(self.name))
             if resp.status == 200:
                 return None if self._adopt(resp.body) else resp.body
-            body = {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {"name": self.name, "namespace": self.api.namespace, "labels": MANAGED_BY},
-                "spec": self._spec(0),
-            }
+            body = lease_object(self.name, self.api.namespace, claim(None, self.identity, self.duration_s, time.time()),
+                                MANAGED_BY)
             try:
                 created = self.api.request("POST", self.api.lease_path(), body)
             except OutcomeUnknown:
@@ -197,10 +171,8 @@ class LeaseLock:
         self.held = lease
         return True
 
-    def _take(self, lease: dict[str, Any], spec: dict[str, Any], holder: str) -> bool:
-        previous = spec.get("leaseTransitions")
-        transitions = (previous if isinstance(previous, int) else 0) + (0 if holder == self.identity else 1)
-        lease = {**lease, "spec": {**spec, **self._spec(transitions)}}
+    def _take(self, lease: dict[str, Any], spec: dict[str, Any]) -> bool:
+        lease = {**lease, "spec": claim(spec, self.identity, self.duration_s, time.time())}
         self.attempts += 1
         try:
             updated = self.api.request("PUT", self.api.lease_path(self.name), lease)
@@ -243,8 +215,7 @@ class LeaseLock:
             lease, self.held = self.held, None
         if lease is None:
             return
-        spec = dig(lease, "spec") or {}
-        lease["spec"] = {**spec, "holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": format_time()}
+        lease["spec"] = release(dig(lease, "spec") or {}, time.time())
         try:
             self.api.request("PUT", self.api.lease_path(self.name), lease, timeout=self.duration_s)
         except Exception:  # noqa: BLE001 - a failed release only delays the next holder

@@ -2,9 +2,10 @@
 
 Every pool write carries the resourceVersion it read, so a concurrent writer (another node,
 the Go plugin, the reconciler) makes it fail instead of being overwritten. Nothing here decides
-which address to take. A write whose answer was lost (`OutcomeUnknown`) is never sent again
-blindly: creates and deletes read the object and decide from what is stored; a lost pool write
-is passed up, because only the caller knows what to look for in the pool it reads next.
+which address to take, nor who owns what (`whereabouts.core.ownership` does). A write whose answer
+was lost (`OutcomeUnknown`) is never sent again blindly: creates and deletes read the object and
+decide from what is stored; a lost pool write is passed up, because only the caller knows what to
+look for in the pool it reads next; a lost repoint of a reservation counts as not done.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 
 
 class Pools:
+    """The pool and reservation operations of the verbs, over one Store."""
+
     def __init__(self, store: Store) -> None:
         self.store = store
 
@@ -30,7 +33,8 @@ class Pools:
 
     def read_pool(self, name: str, cidr: str, create: bool = True,
                   metadata: dict[str, Any] | None = None) -> Pool | None:
-        """The pool as stored now, created empty (with `metadata` labels/annotations) if absent and `create`."""
+        """The pool as stored now, created empty (with `metadata` labels/annotations) if absent and `create`
+        (else None). Raises IOFailure when it keeps appearing and disappearing."""
         for _ in range(3):
             obj = self.store.get(POOLS, name)
             if obj is not None:
@@ -49,7 +53,7 @@ class Pools:
     def claim_pool(self, name: str, cidr: str, metadata: dict[str, Any]) -> Pool | None:
         """Create the pool empty with `metadata` (a block's owning node): None when it exists already,
         so of two creators exactly one gets it. After a lost answer, the stored object decides: it is
-        ours if it carries our metadata's annotations and nothing else was written to it yet."""
+        ours if it carries our metadata's annotations (they name this node), as it is stored now."""
         body = new_pool_object(name, cidr, self.store.namespace, metadata)
         try:
             obj = self.store.create(POOLS, body)
@@ -61,7 +65,7 @@ class Pools:
         return decode_pool(obj, cidr) if obj is not None else None
 
     def write_pool(self, pool: Pool) -> bool:
-        """Replace the pool if nobody wrote it since we read it. False on a conflict.
+        """Replace the pool if nobody wrote it since we read it. False on a conflict, or when it is gone.
 
         Raises OutcomeUnknown when the answer was lost: the caller reads the pool again.
         """
@@ -82,7 +86,8 @@ class Pools:
 
     def claim_reservation(self, name: str, alloc: Allocation) -> dict[str, Any] | None:
         """Make the cluster-wide reservation `alloc` relies on: None when it is now `alloc`'s, made
-        by this call, else the holder's object (another owner's: the address is taken).
+        by this call, else the holder's object (another owner's: the address is taken), or an
+        empty-spec stand-in for one when it kept coming and going through four attempts.
 
         A reservation of the same owner left from before (a DEL that stopped between its two
         writes, an earlier sandbox of the pod) is deleted as read and created anew: it then
@@ -126,7 +131,8 @@ class Pools:
             return False
 
     def delete_reservation(self, name: str, freed: Allocation) -> bool:
-        """Delete the reservation of an entry just freed, while freeing it frees the reservation
+        """Delete the reservation of an address `freed` no longer holds (its entry freed or moved, or
+        never written by the ADD that reserved it), while freeing that entry frees the reservation
         (`frees_reservation`), under a resourceVersion precondition.
 
         True when this call saw it go. After a lost answer or a change, the reservation is read

@@ -13,26 +13,25 @@ controller's, so either controller can take over from the other. Where it differ
   (doc/design.md, *Re-slicing while pods hold addresses*).
 - The pool is deleted when the last NAD asking for it is gone, by the pool's name (Go deletes by the
   NAD's name, so a pool named after `network_name` stays behind).
-- Two replicas are safe: only the holder of a Lease writes (the Go controller has no election).
+- Two replicas are safe: only the holder of a Lease writes (`whereabouts.operator.election`; the Go
+  controller has no election).
 - IPv6 ranges are sliced (the Go controller crashes on them); no flat file or kubeconfig is needed.
 
 Writes carry the resourceVersion they were computed from; a conflict reads the pool again.
-NADs and Nodes are watched (resuming from the last resourceVersion, listing again on 410 Gone);
-every change, and a periodic resync, runs one pass over all NADs (`NodeSlices.reconcile`).
+NADs and Nodes are watched (`whereabouts.operator.mirror`: resuming from the last resourceVersion,
+listing again on 410 Gone); every change, and a periodic resync, runs one pass over all NADs
+(`NodeSlices.reconcile`), each read as `whereabouts.operator.nads` reads it.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import math
 import signal
 import socket
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,21 +39,15 @@ import structlog
 
 from whereabouts.core.pool import API_VERSION, decode_pool
 from whereabouts.core.slices import (KIND, NAD_KIND, OWNERS_ANNOTATION, PLURAL, SlicePool, SliceSpec, annotated_owners,
-                                     assign, fresh_allocations, nad_ipam, nad_owner_uids, owner_references,
-                                     parse_slice_size, slice_pool_name, slice_pool_of, slice_spec, slices_over,
-                                     unassign, unassigned_nodes)
+                                     assign, fresh_allocations, nad_owner_uids, owner_references, parse_slice_size,
+                                     slice_pool_name, slice_pool_of, slices_over, unassign, unassigned_nodes)
 from whereabouts.errors import CorruptPool
-from whereabouts.files import find_flat_file, read_regular_file
-from whereabouts.k8s.lease import micro_time
 from whereabouts.k8s.store import POOLS, dig
+from whereabouts.operator.election import Elector
 from whereabouts.operator.kubeclient import Kube, KubeError
+from whereabouts.operator.mirror import MAX_BACKOFF, Mirror, presence
+from whereabouts.operator.nads import NAD, NAD_GROUP, NAD_PLURAL, NAD_VERSION, keep_nad, nad_slice_spec
 
-NAD_GROUP, NAD_VERSION, NAD_PLURAL = "k8s.cni.cncf.io", "v1", "network-attachment-definitions"
-# Where the plugin finds its flat file (after the NAD's own `configuration_path`), as the Go controller
-# looks for it; a controller pod usually has none, and needs none.
-LEASE_NAME = "whereabouts-node-slices"
-WATCH_SECONDS = 300  # the server ends each watch after this; it is resumed from the last resourceVersion
-MAX_BACKOFF = 30.0
 CONFLICT_RETRIES = 8
 
 log = structlog.get_logger("node-slices")
@@ -62,291 +55,6 @@ log = structlog.get_logger("node-slices")
 
 class NotLeader(Exception):
     """The Lease was lost in the middle of a pass: write nothing more."""
-
-
-# --- watched collections ----------------------------------------------------------------
-
-
-class Mirror:
-    """A collection kept in memory from a LIST and then a WATCH from the list's resourceVersion.
-
-    A watch that ends is resumed from the last version seen (bookmarks included); one answered
-    410 Gone lists again. `keep` reduces an object to what the controller reads, so that changes
-    it does not care about (node heartbeats) wake nothing.
-    """
-
-    def __init__(self, kind: str, call: Callable[..., Any], keep: Callable[[dict[str, Any]], Any],
-                 changed: Callable[[], None], stop: threading.Event, timeout: float) -> None:
-        self.kind, self.call, self.keep, self.changed = kind, call, keep, changed
-        self.stop, self.timeout = stop, timeout
-        self.items: dict[str, Any] = {}
-        self.synced = threading.Event()
-        self.rv = ""
-        self.lock = threading.Lock()
-
-    def snapshot(self) -> tuple[dict[str, Any], str]:
-        """The objects, and the resourceVersion of the last event or list they include."""
-        with self.lock:
-            return dict(self.items), self.rv
-
-    def run(self) -> None:
-        from kubernetes.client.exceptions import ApiException
-
-        backoff = 0.5
-        while not self.stop.is_set():
-            try:
-                if not self.rv:
-                    self._list()
-                self._watch()
-                backoff = 0.5
-            except ApiException as e:
-                if e.status == 410:
-                    log.info("watch expired, listing again", kind=self.kind)
-                    self.rv = ""
-                    continue
-                log.warning("watch failed", kind=self.kind, error=f"{e.status} {e.reason}")
-                self.stop.wait(backoff)
-                backoff = min(MAX_BACKOFF, backoff * 2)
-            except Exception as e:  # noqa: BLE001 - a broken connection or answer: list again after a pause
-                log.warning("watch failed", kind=self.kind, error=str(e) or type(e).__name__)
-                self.rv = ""
-                self.stop.wait(backoff)
-                backoff = min(MAX_BACKOFF, backoff * 2)
-
-    def _list(self) -> None:
-        items: dict[str, Any] = {}
-        token = None
-        while True:
-            resp = self.call(limit=500, _continue=token, _preload_content=False,
-                             _request_timeout=(self.timeout, self.timeout))
-            body = json.loads(resp.data)
-            for obj in body.get("items") or []:
-                items[_key(obj)] = self.keep(obj)
-            token = (body.get("metadata") or {}).get("continue")
-            if not token:
-                break
-        with self.lock:
-            differs, self.items = items != self.items, items
-            self.rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
-        log.debug("listed", kind=self.kind, count=len(items), resource_version=self.rv)
-        self.synced.set()
-        if differs:
-            self.changed()
-
-    def _watch(self) -> None:
-        from kubernetes.client.exceptions import ApiException
-        from kubernetes.watch.watch import iter_resp_lines
-
-        resp = self.call(watch=True, resource_version=self.rv, allow_watch_bookmarks=True,
-                         timeout_seconds=WATCH_SECONDS, _preload_content=False,
-                         _request_timeout=(self.timeout, WATCH_SECONDS + self.timeout))
-        try:
-            for line in iter_resp_lines(resp):
-                event = json.loads(line)
-                kind, obj = event.get("type"), event.get("object") or {}
-                if kind == "ERROR":
-                    raise ApiException(status=obj.get("code") or 500, reason=obj.get("message") or "watch error")
-                rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
-                if kind in ("ADDED", "MODIFIED", "DELETED"):
-                    self._apply(kind, obj, rv)
-                elif rv:
-                    with self.lock:
-                        self.rv = rv
-                if self.stop.is_set():
-                    return
-        finally:
-            resp.release_conn()
-
-    def _apply(self, kind: str, obj: dict[str, Any], rv: str) -> None:
-        key = _key(obj)
-        with self.lock:
-            self.rv = rv or self.rv
-            before = self.items.get(key)
-            if kind == "DELETED":
-                self.items.pop(key, None)
-                differs = before is not None
-            else:
-                self.items[key] = value = self.keep(obj)
-                differs = before != value
-        if differs:
-            self.changed()
-
-
-def _key(obj: dict[str, Any]) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{meta.get('namespace') or ''}/{meta.get('name')}".lstrip("/")
-
-
-@dataclass(frozen=True)
-class NAD:
-    """What the controller reads of a NetworkAttachmentDefinition."""
-
-    namespace: str
-    name: str
-    uid: str
-    created: str
-    config: str
-
-
-def keep_nad(obj: dict[str, Any]) -> NAD:
-    meta = obj.get("metadata") or {}
-    config = (obj.get("spec") or {}).get("config")
-    return NAD(str(meta.get("namespace") or ""), str(meta.get("name") or ""), str(meta.get("uid") or ""),
-               str(meta.get("creationTimestamp") or ""), config if isinstance(config, str) else "")
-
-
-def keep_node(obj: dict[str, Any]) -> bool:
-    return True
-
-
-# --- reading a NAD's config -------------------------------------------------------------
-
-
-def read_flat(inline: dict[str, Any]) -> dict[str, Any] | None:
-    """The flat file the plugin would merge: the NAD's `configuration_path`, else the standard places."""
-    own = inline.get("configuration_path")
-    path = find_flat_file(own if isinstance(own, str) else None)
-    if path is None:
-        return None
-    try:
-        data = json.loads(read_regular_file(path))
-    except (OSError, ValueError, RecursionError) as e:
-        raise ValueError(f"flat file {path}: {getattr(e, 'strerror', None) or e}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"flat file {path} does not hold a JSON object")
-    return data
-
-
-def nad_slice_spec(nad: NAD) -> SliceSpec | None:
-    """The NodeSlicePool `nad` asks for (None: none). Raises ValueError when its config cannot be read."""
-    try:
-        config = json.loads(nad.config)
-    except (ValueError, RecursionError) as e:
-        raise ValueError(f"spec.config is not JSON: {e}") from None
-    found = nad_ipam(config)
-    if found is None:
-        return None
-    name, inline = found
-    return slice_spec(name, inline, read_flat(inline))
-
-
-# --- the Lease ---------------------------------------------------------------------------
-
-
-class Elector:
-    """Leadership on a `coordination.k8s.io/v1` Lease, by client-go's rules.
-
-    The Lease is taken when it has no holder, is ours, or its record has not changed for its duration
-    since we first saw it (on our own clock, so skew between machines does not matter). The leader renews
-    it every retry period and stops leading once it could not for the renew deadline.
-    """
-
-    def __init__(self, kube: Kube, name: str, identity: str, duration: float, renew_deadline: float,
-                 retry_period: float, on_change: Callable[[], None], stop: threading.Event) -> None:
-        from kubernetes import client
-
-        self.coord = client.CoordinationV1Api(kube.api)
-        self.kube, self.name, self.identity = kube, name, identity
-        self.duration, self.renew_deadline, self.retry_period = duration, renew_deadline, retry_period
-        self.on_change, self.stop = on_change, stop
-        self.leading = threading.Event()
-        self.observed: tuple[str, float] = ("", 0.0)  # (resourceVersion, when first seen)
-        self.renewed = 0.0
-        self.other = ""  # the other replica last seen leading
-
-    def _spec(self, transitions: int, acquired: str | None = None) -> dict[str, Any]:
-        now = micro_time()
-        return {"holderIdentity": self.identity, "leaseDurationSeconds": max(1, math.ceil(self.duration)),
-                "acquireTime": acquired or now, "renewTime": now, "leaseTransitions": transitions}
-
-    def _read(self) -> dict[str, Any] | None:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            resp = self.coord.read_namespaced_lease(self.name, self.kube.namespace, _preload_content=False,
-                                                    _request_timeout=self._timeout())
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-        return json.loads(resp.data)
-
-    def _timeout(self) -> tuple[float, float]:
-        t = min(self.kube.timeout, self.renew_deadline)
-        return (t, t)
-
-    def try_once(self) -> bool:
-        """One attempt to take or renew the Lease; True when we hold it now."""
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            lease = self._read()
-            if lease is None:
-                body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                        "metadata": {"name": self.name, "namespace": self.kube.namespace}, "spec": self._spec(0)}
-                self.coord.create_namespaced_lease(self.kube.namespace, body, _preload_content=False,
-                                                   _request_timeout=self._timeout())
-                return True
-            spec = lease.get("spec") or {}
-            holder = spec.get("holderIdentity") or ""
-            rv = lease["metadata"]["resourceVersion"]
-            now = time.monotonic()
-            if rv != self.observed[0]:
-                self.observed = (rv, now)
-            duration = spec.get("leaseDurationSeconds") or self.duration
-            if holder and holder != self.identity and now - self.observed[1] < duration:
-                if holder != self.other and not self.leading.is_set():
-                    log.info("standing by: another replica leads", lease=f"{self.kube.namespace}/{self.name}",
-                             holder=holder)
-                self.other = holder
-                return False
-            ours = holder == self.identity
-            transitions = int(spec.get("leaseTransitions") or 0) + (0 if ours else 1)
-            lease["spec"] = {**spec, **self._spec(transitions, spec.get("acquireTime") if ours else None)}
-            self.coord.replace_namespaced_lease(self.name, self.kube.namespace, lease, _preload_content=False,
-                                                _request_timeout=self._timeout())
-            return True
-        except ApiException as e:
-            if e.status != 409:
-                log.warning("lease request failed", lease=self.name, error=f"{e.status} {e.reason}")
-            return False
-        except Exception as e:  # noqa: BLE001 - unreachable or slow: the next period tries again
-            log.warning("lease request failed", lease=self.name, error=str(e) or type(e).__name__)
-            return False
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            now = time.monotonic()
-            if self.try_once():
-                self.renewed = now
-                if not self.leading.is_set():
-                    log.info("leading", lease=f"{self.kube.namespace}/{self.name}", identity=self.identity)
-                    self.leading.set()
-                    self.on_change()
-            elif self.leading.is_set() and now - self.renewed >= self.renew_deadline:
-                log.warning("lost the lease", lease=f"{self.kube.namespace}/{self.name}", identity=self.identity)
-                self.leading.clear()
-            self.stop.wait(self.retry_period)
-
-    def release(self) -> None:
-        """Clear the holder so that a standby takes over at once rather than after the Lease's duration."""
-        if not self.leading.is_set():
-            return
-        self.leading.clear()
-        try:
-            lease = self._read()
-            if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
-                return
-            lease["spec"] = {**lease["spec"], "holderIdentity": "", "leaseDurationSeconds": 1,
-                             "renewTime": micro_time()}
-            self.coord.replace_namespaced_lease(self.name, self.kube.namespace, lease, _preload_content=False,
-                                                _request_timeout=self._timeout())
-            log.info("released the lease", lease=f"{self.kube.namespace}/{self.name}")
-        except Exception as e:  # noqa: BLE001 - best effort: it expires anyway
-            log.warning("could not release the lease", lease=self.name, error=str(e) or type(e).__name__)
-
-
-# --- one pass ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -652,7 +360,7 @@ def run(args: Any, kube: Kube) -> int:
     nads = Mirror("NetworkAttachmentDefinition",
                   lambda **kw: custom.list_cluster_custom_object(NAD_GROUP, NAD_VERSION, NAD_PLURAL, **kw),
                   keep_nad, wake.set, stop, kube.timeout)
-    nodes = Mirror("Node", core.list_node, keep_node, wake.set, stop, kube.timeout)
+    nodes = Mirror("Node", core.list_node, presence, wake.set, stop, kube.timeout)
     identity = f"{socket.gethostname()}_{uuid.uuid4().hex[:12]}"
     elector = Elector(kube, args.lease_name, identity, args.lease_duration, args.renew_deadline,
                       args.retry_period, wake.set, stop)
