@@ -50,7 +50,8 @@ from whereabouts.errors import CNIError, NotAllocated
 from whereabouts.k8s.store import POOLS, RESERVATIONS
 from whereabouts.operator.sweep import sweep
 from whereabouts.operator.kubeclient import KubeError
-from whereabouts.operator.nodeslices import NAD, NodeSlices
+from whereabouts.operator.nads import NAD
+from whereabouts.operator.nodeslices import NodeSlices
 from whereabouts.operator.reconcile import view_pool
 from whereabouts.plugin.config import parse_ipam
 from whereabouts.plugin.log import Log
