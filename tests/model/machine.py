@@ -39,7 +39,7 @@ from typing import Any
 from unittest import mock
 
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from tests.fakes.store import FakeStore
 from tests.model import harness
@@ -200,14 +200,20 @@ class ProtocolMachine(RuleBasedStateMachine):
         nets = list(self.nets.values())
         return nets[j % len(nets)]
 
-    @rule(i=st.integers(0, 2), j=st.integers(0, 1), new_sandbox=st.booleans(), run=RUN)
-    def add(self, i: int, j: int, new_sandbox: bool, run: bool) -> None:
+    @initialize(n=st.integers(0, len(PODS)))
+    def running(self, n: int) -> None:
+        """The cluster as found: the first `n` pods attached (the nodes taking turns), each by an ADD run to its end."""
+        for i in range(n):
+            self.add(i, new_sandbox=False, run=True)
+
+    @rule(i=st.integers(0, 2), new_sandbox=st.booleans(), run=RUN)
+    def add(self, i: int, new_sandbox: bool, run: bool) -> None:
         pod = self._pod(i)
         if pod is None:
             return
         # One network per pod: an interface name is unique in a pod, so the same pod and ifname in
         # two network configs is no state a runtime makes.
-        net = self._net(list(self.pods).index(pod.name) + j * 0)
+        net = self._net(list(self.pods).index(pod.name))
         if new_sandbox or not pod.containers or pod.net[pod.containers[-1]] != net.name:
             self.counter += 1
             pod.containers.append(f"c{self.counter}-{pod.name}")
@@ -241,15 +247,15 @@ class ProtocolMachine(RuleBasedStateMachine):
         self._start("CHECK", lambda op: self._ipam(op, self.nets[name], pod.node).check(cid, IFNAME, ips),
                     pod=pod.name, container=cid, net=name, node=pod.node)
 
-    @rule(n=st.integers(0, 1), j=st.integers(0, 1))
-    def gc(self, n: int, j: int) -> None:
+    @rule(n=st.integers(0, 1), j=st.integers(0, 1), run=RUN)
+    def gc(self, n: int, j: int, run: bool) -> None:
         node, net = NODES[n], self._net(j)
         if node not in self.nodes:
             return
         self._settle(lambda op: op.about.get("node") == node)  # GC is never concurrent with ADD or DEL there
         valid = {(p.held[0], IFNAME) for p in self.pods.values()
                  if p.node == node and not p.go and p.held and p.held[1] == net.name}
-        self._start("GC", lambda op: self._ipam(op, net, node).gc(valid), node=node, net=net.name, valid=valid)
+        self._run(run, "GC", lambda op: self._ipam(op, net, node).gc(valid), node=node, net=net.name, valid=valid)
 
     @precondition(lambda self: self.mode != "blocks")
     @rule(i=st.integers(0, 5))
