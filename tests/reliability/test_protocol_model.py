@@ -28,10 +28,13 @@ from hypothesis.stateful import run_state_machine_as_test
 from tests.model.machine import MODES, ProtocolMachine
 
 
+# The full search takes many minutes per mode, beyond the suite's default timeout of 300 s.
+@pytest.mark.timeout(3600)
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_protocol_model(mode: str, full: bool) -> None:
     full = full or os.environ.get("WHEREABOUTS_FULL") == "1"
     machine = type(f"Protocol_{mode}", (ProtocolMachine,), {"mode": mode})
+    examples = 5000 if full else int(os.environ.get("MODEL_N", "300"))
     run_state_machine_as_test(machine, settings=settings(
-        max_examples=5000 if full else int(os.environ.get("MODEL_N", "300")), stateful_step_count=60 if full else 40, deadline=None,
-        derandomize=not full, database=None, suppress_health_check=list(HealthCheck)))
+        max_examples=examples, stateful_step_count=60 if full else 40, deadline=None, derandomize=not full,
+        database=None, suppress_health_check=list(HealthCheck)))
