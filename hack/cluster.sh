@@ -90,9 +90,8 @@ find_binaries() {
   if [[ -n "${WHEREABOUTS_BIN_DIR:-}" ]]; then
     BIN_DIR="$WHEREABOUTS_BIN_DIR"
   else
-    local cache="${WHEREABOUTS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/whereabouts-testenv}"
-    mkdir -p "$cache"
-    BIN_DIR="$(flock "$cache/.build.lock" bash "$ROOT/hack/build-control-plane.sh" 9<&-)"
+    mkdir -p "$CACHE_ROOT"
+    BIN_DIR="$(flock "$CACHE_ROOT/.build.lock" bash "$ROOT/hack/build-control-plane.sh" 9<&-)"
     BIN_DIR="${BIN_DIR##*$'\n'}"
   fi
   local b

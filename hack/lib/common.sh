@@ -7,7 +7,8 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # Downloads and builds kept between runs (Go sources and binaries, base images, Docker's layers).
 # shellcheck disable=SC2034
-CACHE_ROOT="${WHEREABOUTS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/whereabouts-testenv}"
+# HOME may be unset (a runtime or a test runs a hack script with a bare environment): the user's home then.
+CACHE_ROOT="${WHEREABOUTS_CACHE:-${XDG_CACHE_HOME:-${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}/.cache}/whereabouts-testenv}"
 QUIET=0
 STEP="start"
 

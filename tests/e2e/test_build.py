@@ -25,7 +25,8 @@ FOLDER = ROOT / "dist" / "whereabouts"
 
 
 def _sources_mtime() -> float:
-    files = list((ROOT / "whereabouts").glob("*.py")) + [ROOT / "setup.cfg", ROOT / "hack" / "build.sh"]
+    files = list((ROOT / "whereabouts").rglob("*.py")) + [ROOT / "setup.cfg", ROOT / "hack" / "build.sh",
+                                                         ROOT / "hack" / "lib" / "common.sh"]
     return max(f.stat().st_mtime for f in files if f.exists())
 
 

@@ -128,3 +128,20 @@ def test_a_slice_the_go_controller_gave_over_a_live_old_pool_is_reported(world):
         assert controller.reconcile() is True
     (clash,) = events(logs, "a node's slice overlaps an old slice pool")
     assert clash["log_level"] == "error" and clash["slices"] == ["b 10.0.0.0/25"]
+
+
+def test_a_resize_withholds_what_overlaps_the_old_slices_until_a_pass_lists_the_pools_after_it(world):
+    """An ADD that read the old slicing may write into its (empty) slice after the resizing pass listed
+    the pools: that pass gives no slice over an old one; the next pass, listing after it, does when the
+    old pools are still empty. Before, the resizing pass gave 10.0.0.0/25 at once."""
+    kube, controller, nad = world
+    nad("/26")
+    controller.reconcile()
+    assert status(kube) == {"10.0.0.0/26": "a", "10.0.0.64/26": "b", "10.0.0.128/26": "", "10.0.0.192/26": ""}
+    nad("/25")
+    with capture_logs() as logs:
+        assert controller.reconcile() is True  # to be checked again
+    assert status(kube) == {"10.0.0.0/25": "", "10.0.0.128/25": "a"}
+    assert events(logs, "slices overlapping the old slicing withheld")
+    assert controller.reconcile() is False
+    assert status(kube) == {"10.0.0.0/25": "b", "10.0.0.128/25": "a"}

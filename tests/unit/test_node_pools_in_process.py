@@ -283,3 +283,28 @@ def test_an_idempotent_add_after_a_reslicing_keeps_the_address_in_the_old_slice_
     assert ip(ipam("node-a", node_slice_size="/25"), "p0") == "10.1.0.1"
     assert ip(ipam("node-a", node_slice_size="/25"), "p1") == "10.1.0.129"
     assert store.obj(POOLS, "node-a-10.1.0.128-25")["spec"]["allocations"].keys() == {"1"}
+
+
+def test_an_add_whose_slice_changed_before_its_write_takes_the_address_back(ipam, store):
+    """The ADD read the old slicing, the controller gave node-b a slice over it (the old pool was empty
+    then), and the ADD wrote into its old slice: it must not keep 10.1.0.1, which node-b's slice holds.
+    Found by the model test (slices: add in flight, reslice, the add's write, another add)."""
+    slices(store, **{"node-a": "10.1.0.0/26"})
+    a = ipam("node-a", node_slice_size="/26")
+    rng = a.config.ranges[0]
+    assert a.mode(rng).node_slice(rng).local.cidr == "10.1.0.0/26"  # read before the re-slicing
+    slices(store, **{"node-b": "10.1.0.0/25", "node-a": "10.1.0.128/25"})
+    with pytest.raises(TryAgainLater, match="changed during this ADD"):
+        a.add(owner("p2"), {})
+    assert store.obj(POOLS, "node-a-10.1.0.0-26")["spec"]["allocations"] == {}
+    assert ip(ipam("node-a", node_slice_size="/25"), "p2") == "10.1.0.129"
+
+
+def test_an_entry_left_in_a_slice_given_over_is_not_kept(ipam, store):
+    """An entry written into the old slice after the slice over it was given (its ADD died before taking
+    it back) is freed, not kept, by the owner's next ADD."""
+    slices(store, **{"node-a": "10.1.0.0/26"})
+    assert ip(ipam("node-a", node_slice_size="/26"), "p2") == "10.1.0.1"
+    slices(store, **{"node-b": "10.1.0.0/25", "node-a": "10.1.0.128/25"})
+    assert ip(ipam("node-a", node_slice_size="/25"), "p2") == "10.1.0.129"
+    assert store.obj(POOLS, "node-a-10.1.0.0-26")["spec"]["allocations"] == {}

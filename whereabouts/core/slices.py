@@ -115,6 +115,20 @@ def node_slice(obj: dict[str, Any], node: str) -> str | None:
     return None
 
 
+def assigned_slices(obj: Any) -> list[Network]:
+    """The slices a NodeSlicePool gives to some node (entries that do not read are left out)."""
+    status = obj.get("status") if isinstance(obj, dict) else None
+    allocations = status.get("allocations") if isinstance(status, dict) else None
+    out = []
+    for entry in allocations if isinstance(allocations, list) else ():
+        if isinstance(entry, dict) and entry.get("nodeName") and isinstance(entry.get("sliceRange"), str):
+            try:
+                out.append(ipaddress.ip_network(entry["sliceRange"]))
+            except ValueError:
+                continue
+    return out
+
+
 def parse_slice(text: str, rng: Network) -> Network:
     """A slice CIDR read from the store, checked to lie inside the configured range."""
     try:

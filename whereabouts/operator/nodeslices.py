@@ -191,7 +191,14 @@ class NodeSlices:
             spec = obj.get("spec") or {}
             if {"range": spec.get("range"), "sliceSize": spec.get("sliceSize")} != desired:
                 busy = self._busy(found_pools, set())
-                allocations = fresh_allocations(desired, nodes, list(busy))
+                superseded = _superseded(before, network_names)
+                allocations = fresh_allocations(desired, nodes, list(busy) + superseded)
+                if superseded:
+                    # An ADD that read the old slicing may still write into its slice after the pool listing
+                    # this pass decided on: what overlaps the old slices waits for a pass that lists after.
+                    self.withholding = True
+                    log.info("slices overlapping the old slicing withheld until the next pass",
+                             node_slice_pool=name, old=[str(sp.network) for sp in superseded])
                 why = f"range or slice size changed from {spec.get('range')} {spec.get('sliceSize')}"
             else:
                 # The pools nodes are on now keep their slices: only the others are looked into.
@@ -324,6 +331,20 @@ def _on(allocations: list[dict[str, Any]], network_names: list[str]) -> set[str]
     """The names of the slice pools that nodes are on in `allocations`."""
     return {slice_pool_name(n, a["nodeName"], a.get("sliceRange", ""))
             for a in allocations if a.get("nodeName") for n in network_names}
+
+
+def _superseded(allocations: list[dict[str, Any]], network_names: list[str]) -> list[SlicePool]:
+    """The slices a slicing gave to nodes, as the pools they stand for (empty or not yet made)."""
+    out = []
+    for a in allocations:
+        node, cidr = a.get("nodeName"), a.get("sliceRange")
+        try:
+            net = ipaddress.ip_network(str(cidr))
+        except ValueError:
+            continue
+        if node:
+            out.append(SlicePool(slice_pool_name(network_names[0] if network_names else "", node, str(net)), node, net))
+    return out
 
 
 def _owners_text(owners: dict[str, str]) -> str:

@@ -6,7 +6,7 @@ hold addresses there (`whereabouts.core.slices`): DEL, GC and CHECK look there t
 from __future__ import annotations
 
 from whereabouts.core.blocks import carve
-from whereabouts.core.ownership import find_owned
+from whereabouts.core.ownership import attached, find_owned, same_owner
 from whereabouts.core.pool import decode_pool
 from whereabouts.errors import AddressUnavailable, CorruptPool, RangeExhausted, TryAgainLater
 from whereabouts.k8s.store import NODE_SLICES
@@ -26,6 +26,7 @@ class Slices(Leased):
     def __init__(self, txn: Txn) -> None:
         super().__init__(txn)
         self._slice: dict[str, Block | None] = {}  # NodeSlicePool name -> this node's slice, read once
+        self._status: dict[str, dict | None] = {}  # NodeSlicePool name -> the object as read
 
     def lease_of(self, blk: Block) -> str:
         """A slice's Lease is named after its pool, as the Go plugin names it."""
@@ -36,13 +37,15 @@ class Slices(Leased):
 
         return slice_set_name(self.txn.config.network_name, self.txn.config.name)
 
-    def node_slice(self, rng: IPRange) -> Block | None:
-        """This node's slice of the range, as the NodeSlicePool's status says (read once per call)."""
+    def node_slice(self, rng: IPRange, fresh: bool = False) -> Block | None:
+        """This node's slice of the range, as the NodeSlicePool's status says (read once per call, or
+        again when `fresh`)."""
         from whereabouts.core.slices import node_slice, parse_slice, slice_pool_name
 
         set_name, txn = self._set_name(), self.txn
-        if set_name not in self._slice:
+        if fresh or set_name not in self._slice:
             obj = txn.pools.store.get(NODE_SLICES, set_name)
+            self._status[set_name] = obj
             cidr = node_slice(obj, txn.node) if obj is not None else None
             blk = None
             if cidr is not None:
@@ -53,6 +56,14 @@ class Slices(Leased):
                 blk = carve(rng, net, slice_pool_name(txn.config.network_name, txn.node, str(net)))
             self._slice[set_name] = blk
         return self._slice[set_name]
+
+    def _given_over(self, old: Block) -> bool:
+        """Whether the NodeSlicePool as read gives a slice overlapping the old slice pool `old` to a node:
+        an entry there, written after the re-slicing was decided, is no address to keep."""
+        from whereabouts.core.slices import assigned_slices
+
+        obj = self._status.get(self._set_name())
+        return any(net.overlaps(old.local.network) for net in assigned_slices(obj))  # type: ignore[arg-type]
 
     def _slice_or_wait(self, rng: IPRange) -> Block:
         blk = self.node_slice(rng)
@@ -101,11 +112,21 @@ class Slices(Leased):
                     continue  # drained or gone: no longer looked at
                 kept.append(old.local.cidr)
                 if want is None and find_owned(pool.allocations, owner) is not None:
-                    lock.set_note(jsontext.dumps(kept).encode())
-                    return self.add_in(old, owner, None)
+                    if not self._given_over(old):
+                        lock.set_note(jsontext.dumps(kept).encode())
+                        return self.add_in(old, owner, None)
+                    self.release_in(old, lambda _, a: same_owner(a, owner))  # not the owner's to keep
             if kept != noted:
                 lock.set_note(jsontext.dumps(kept).encode())
-            return self.add_in(blk, owner, want)
+            assigned = self.add_in(blk, owner, want)
+            if assigned.new and self.node_slice(rng, fresh=True) != blk:
+                # The slicing changed during this ADD: the controller may have given a slice over this one
+                # before the write landed. Take the address back; the runtime retries in the new slice.
+                self.release_in(blk, lambda o, a: o == assigned.offset and attached(a, owner.container_id,
+                                                                                     owner.ifname))
+                raise TryAgainLater(f"node {self.txn.node!r}'s slice of range {rng.cidr} changed during this ADD "
+                                    f"(was {blk.local.cidr}); try again")
+            return assigned
 
     def _noted_slice(self, rng: IPRange, cidr: object) -> Block | None:
         from whereabouts.core.slices import parse_slice, slice_pool_name
