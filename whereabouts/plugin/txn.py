@@ -79,6 +79,21 @@ class Txn:
         self.log = log
         self.node = node
         self.stats = Stats()
+        self._noted: set[tuple[str, str]] | None = None
+
+    def noted(self) -> set[tuple[str, str]]:
+        """The attachments this node's ledger notes for the network (read once per invocation)."""
+        if self._noted is None:
+            from whereabouts.plugin import ledger
+
+            self._noted = ledger.noted(self.config.node_lock_dir, self.config.name)
+        return self._noted
+
+    def holds_noted(self, pool: Pool) -> bool:
+        """Whether a pool still holds an entry this node allocated: another node's block it spilled
+        into, or an old slice pool of its own."""
+        noted = self.noted()
+        return any((a.container_id, a.ifname) in noted for a in pool.allocations.values())
 
     def reservation_name(self, ip: Address) -> str:
         return reservation_name(ip, self.config.network_name)

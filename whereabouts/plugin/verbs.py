@@ -96,7 +96,7 @@ class IPAM:
         and those it spilled into."""
         from whereabouts.plugin import ledger
 
-        noted = ledger.noted(self.config.node_lock_dir, self.config.name)
+        noted = self.txn.noted()
         doomed: Doomed = lambda _, a: (a.container_id, a.ifname) in noted and (a.container_id, a.ifname) not in valid
         freed: list[str] = []
         errors: list[str] = []

@@ -82,7 +82,7 @@ class Blocks(Mode):
             if block_node(pool.raw) == txn.node:
                 mine.append(i)
                 candidates.append((blk, pool))
-            elif not self._spilled_here(pool):
+            elif not txn.holds_noted(pool):
                 dropped.add(i)
         for blk, pool in candidates:
             if held or has_room(blk, pool):
@@ -122,13 +122,6 @@ class Blocks(Mode):
                                  f"({layout.count} blocks of {layout.block_size})")
         note(assigned.blk.index, noted)
         return assigned
-
-    def _spilled_here(self, pool: Pool) -> bool:
-        """Whether another node's block still holds an entry this node allocated (its ledger says)."""
-        from whereabouts.plugin import ledger
-
-        noted = ledger.noted(self.txn.config.node_lock_dir, self.txn.config.name)
-        return any((a.container_id, a.ifname) in noted for a in pool.allocations.values())
 
     def _adopt(self, blk: Block, layout: Layout) -> Pool | None:
         """Record this node as the owner of an unclaimed block; None when another writer got there first."""

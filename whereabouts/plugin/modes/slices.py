@@ -108,7 +108,7 @@ class Slices(Leased):
                 if old is None or old.name == blk.name:
                     continue
                 pool = self.txn.read(old, create=False)
-                if pool is None or not self._holds_noted(pool):
+                if pool is None or not self.txn.holds_noted(pool):
                     continue  # drained or gone: no longer looked at
                 kept.append(old.local.cidr)
                 if want is None and find_owned(pool.allocations, owner) is not None:
@@ -136,13 +136,6 @@ class Slices(Leased):
         except ValueError:
             return None  # a damaged note is no note
         return carve(rng, net, slice_pool_name(self.txn.config.network_name, self.txn.node, str(net)))
-
-    def _holds_noted(self, pool: Pool) -> bool:
-        """Whether an old slice pool still holds an entry this node allocated (its ledger says)."""
-        from whereabouts.plugin import ledger
-
-        noted = ledger.noted(self.txn.config.node_lock_dir, self.txn.config.name)
-        return any((a.container_id, a.ifname) in noted for a in pool.allocations.values())
 
     def release(self, rng: IPRange, doomed: Doomed, everywhere: bool) -> list[str]:
         """Free in this node's slice, then in its old slice pools: always for GC, for a DEL only when
